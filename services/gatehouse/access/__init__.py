@@ -1,0 +1,3 @@
+"""The access service: PINs, visitors, door schedules, remote opening, emergencies and the tamper-
+evident access log.
+"""

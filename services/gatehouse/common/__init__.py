@@ -1,0 +1,1 @@
+"""Messages shared by every Gatehouse API (generated from proto/gatehouse/common)."""

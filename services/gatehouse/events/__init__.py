@@ -1,0 +1,1 @@
+"""The event envelope (generated from proto/gatehouse/events)."""

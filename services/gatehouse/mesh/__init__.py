@@ -1,0 +1,1 @@
+"""Runs services: one (`gatehouse serve`) or all five in one process (`gatehouse up`)."""

@@ -1,0 +1,102 @@
+"""Start, run and stop a set of services in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Sequence
+
+from opentelemetry import trace
+
+from gatehouse.mesh.catalog import certificate_identities, composition_root
+from gatehouse.runtime.config import ServiceName, Settings
+from gatehouse.runtime.identity import NoTokenVerifier, TokenVerifier
+from gatehouse.runtime.server import Lifecycle, ServiceServer
+from gatehouse.runtime.service_context import ServiceContext
+from gatehouse.runtime.tls import CertificatePaths, ensure_dev_certificates, server_credentials
+
+log = logging.getLogger("gatehouse.mesh")
+
+
+class CertificatesMissingError(Exception):
+    """Production certificates are absent; we never invent them outside the dev home."""
+
+
+def certificate_paths(settings: Settings, name: str) -> CertificatePaths:
+    """The identity's certificate files; in dev mode (no GATEHOUSE_CERTS_DIR) create them."""
+    if settings.certs_dir is None:
+        return ensure_dev_certificates(settings.certificates, certificate_identities())[name]
+    paths = CertificatePaths.for_name(settings.certs_dir, name)
+    if not paths.exists():
+        raise CertificatesMissingError(
+            f"certificate files for '{name}' not found in {settings.certs_dir} "
+            f"(need ca.pem, {name}.pem, {name}-key.pem)"
+        )
+    return paths
+
+
+class Mesh:
+    """Several ServiceServers in one process, started and stopped together."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        services: Sequence[ServiceName],
+        *,
+        tracer_provider: trace.TracerProvider,
+        token_verifier: TokenVerifier | None = None,
+        ports: dict[ServiceName, int] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.lifecycle = Lifecycle()
+        verifier = token_verifier or NoTokenVerifier()
+        ports = ports or {}
+        self.servers: dict[ServiceName, ServiceServer] = {}
+        for name in services:
+            context = ServiceContext(name=name, settings=settings, lifecycle=self.lifecycle)
+            definition = composition_root(name)(context)
+            self.servers[name] = ServiceServer(
+                definition,
+                credentials=server_credentials(certificate_paths(settings, name)),
+                token_verifier=verifier,
+                tracer_provider=tracer_provider,
+                host=settings.host,
+                port=ports.get(name, settings.port_of(name)),
+                lifecycle=self.lifecycle,
+            )
+
+    async def start(self) -> dict[ServiceName, int]:
+        started: list[ServiceServer] = []
+        try:
+            for server in self.servers.values():
+                await server.start()
+                started.append(server)
+        except BaseException:
+            # A half-started mesh must not leave ports bound behind it.
+            await asyncio.gather(*(s.stop(0) for s in started), return_exceptions=True)
+            raise
+        return {name: server.port for name, server in self.servers.items()}
+
+    async def stop(self, grace: float | None = None) -> None:
+        grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        await asyncio.gather(*(server.stop(grace) for server in self.servers.values()))
+
+
+async def run_until_signalled(
+    mesh: Mesh, on_ready: Callable[[dict[ServiceName, int]], None]
+) -> None:
+    """Serve until SIGTERM or SIGINT, then drain gracefully and return (exit code 0)."""
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop_requested.set)
+    try:
+        ports = await mesh.start()
+        on_ready(ports)
+        await stop_requested.wait()
+        log.info("stop requested; draining for up to %ss", mesh.settings.shutdown_grace_seconds)
+        await mesh.stop()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)

@@ -1,0 +1,3 @@
+"""The notifications service: email and webhook delivery, templates, preferences and delivery
+tracking.
+"""

@@ -1,0 +1,3 @@
+"""The runtime every Gatehouse service shares: config, server bootstrap, errors, security,
+persistence.
+"""

@@ -1,0 +1,106 @@
+"""Typed settings from the environment (and `.env`), with clear errors for bad values.
+
+Every variable is `GATEHOUSE_<FIELD>`; nested service ports are
+`GATEHOUSE_AUTH_PORT`-style flat names so an operator never needs JSON in a variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ServiceName = Literal["auth", "access", "monitoring", "payments", "notifications"]
+SERVICE_NAMES: tuple[ServiceName, ...] = (
+    "auth",
+    "access",
+    "monitoring",
+    "payments",
+    "notifications",
+)
+
+
+class ConfigurationError(Exception):
+    """Settings could not be loaded; the message names every bad variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GATEHOUSE_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    home: Path = Field(
+        default=Path(".gatehouse"),
+        description="Working directory for embedded mode: certificates, SQLite files, logs.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address every gRPC server binds to.")
+    auth_port: int = Field(default=50051, ge=0, le=65535)
+    access_port: int = Field(default=50052, ge=0, le=65535)
+    monitoring_port: int = Field(default=50053, ge=0, le=65535)
+    payments_port: int = Field(default=50054, ge=0, le=65535)
+    notifications_port: int = Field(default=50055, ge=0, le=65535)
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+
+    certs_dir: Path | None = Field(
+        default=None, description="Certificates; defaults to <home>/certs (the dev CA)."
+    )
+    database_url: str | None = Field(
+        default=None,
+        description=(
+            "SQLAlchemy URL. Unset: one SQLite file per service under <home>/data. A URL "
+            "containing '{service}' is formatted per service (one database each)."
+        ),
+    )
+    redis_url: str | None = Field(
+        default=None, description="Unset: in-process KV store and event bus (embedded mode)."
+    )
+    key_prefix: str = Field(default="gatehouse:", description="Prefix of every Redis key.")
+    shutdown_grace_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="How long in-flight RPCs get on SIGTERM."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_driver(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        allowed = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
+        if not value.startswith(allowed):
+            raise ValueError(f"must start with one of {', '.join(allowed)}")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    def port_of(self, service: ServiceName) -> int:
+        port: int = getattr(self, f"{service}_port")
+        return port
+
+    @property
+    def certificates(self) -> Path:
+        return self.certs_dir or self.home / "certs"
+
+    def database_url_for(self, service: ServiceName) -> str:
+        if self.database_url is None:
+            return f"sqlite+aiosqlite:///{(self.home / 'data' / f'{service}.db').resolve()}"
+        return self.database_url.replace("{service}", service)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings, turning pydantic's report into one readable error."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        lines = []
+        for problem in error.errors():
+            field = ".".join(str(part) for part in problem["loc"])
+            lines.append(f"  GATEHOUSE_{field.upper()}: {problem['msg']}")
+        raise ConfigurationError("invalid configuration:\n" + "\n".join(lines)) from None

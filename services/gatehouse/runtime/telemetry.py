@@ -1,0 +1,109 @@
+"""OpenTelemetry: a server span per RPC, W3C trace context from metadata, one log line per RPC."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from gatehouse.runtime.interception import ScopedInterceptor, split_method
+
+log = logging.getLogger("gatehouse.rpc")
+
+
+def create_tracer_provider(
+    service_name: str, processors: tuple[SpanProcessor, ...] = ()
+) -> TracerProvider:
+    """One provider per process; exporters are processors the composition root passes in."""
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    for processor in processors:
+        provider.add_span_processor(processor)
+    return provider
+
+
+class TracingInterceptor(ScopedInterceptor):
+    """Span per RPC (parented on the caller's `traceparent`) and an access-log line."""
+
+    def __init__(self, tracer_provider: trace.TracerProvider) -> None:
+        self._tracer = tracer_provider.get_tracer("gatehouse.rpc")
+
+    @asynccontextmanager
+    async def scope(
+        self, method: str, request: Message | None, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
+        carrier = {
+            key: value
+            for key, value in context.invocation_metadata() or ()
+            if isinstance(value, str)
+        }
+        parent = propagate.extract(carrier)
+        service, name = split_method(method)
+        started = time.perf_counter()
+        attach_token = otel_context.attach(parent)
+        try:
+            with self._tracer.start_as_current_span(
+                method.lstrip("/"),
+                kind=SpanKind.SERVER,
+                attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span:
+                try:
+                    yield
+                finally:
+                    code = _status_code(context)
+                    span.set_attribute("rpc.grpc.status_code", code.value[0])
+                    if code not in _CLIENT_SIDE_CODES:
+                        span.set_status(Status(StatusCode.ERROR, code.name))
+                    log.info(
+                        "rpc %s %s",
+                        method,
+                        code.name,
+                        extra={
+                            "rpc_method": method,
+                            "grpc_code": code.name,
+                            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                        },
+                    )
+        finally:
+            otel_context.detach(attach_token)
+
+
+# Outcomes that are the caller's business, not a server fault worth an error span.
+_CLIENT_SIDE_CODES = frozenset(
+    {
+        grpc.StatusCode.OK,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
+
+
+def _status_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
+    # Typed as StatusCode, but grpc.aio reports a raw integer (or None before any is set).
+    code: object = context.code()
+    if code is None:
+        return grpc.StatusCode.OK
+    if isinstance(code, grpc.StatusCode):
+        return code
+    for candidate in grpc.StatusCode:
+        if candidate.value[0] == code:
+            return candidate
+    return grpc.StatusCode.UNKNOWN
