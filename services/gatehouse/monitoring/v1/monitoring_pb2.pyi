@@ -228,6 +228,12 @@ class _DeviceCommandKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Dev
     """Restart the device (any kind). The session ends; the device reconnects with a new hello."""
     DEVICE_COMMAND_KIND_REQUEST_SNAPSHOT: _DeviceCommandKind.ValueType  # 5
     """Capture a still image and upload it through the device's configured channel (cameras)."""
+    DEVICE_COMMAND_KIND_HOLD_UNLOCKED: _DeviceCommandKind.ValueType  # 6
+    """Keep the door unlocked until told otherwise (door controllers): an UNLOCK_ALL emergency
+    or a door schedule in "unlocked during business hours" mode.
+    """
+    DEVICE_COMMAND_KIND_RELOCK: _DeviceCommandKind.ValueType  # 7
+    """End a HOLD_UNLOCKED and lock the door again (door controllers)."""
 
 class DeviceCommandKind(_DeviceCommandKind, metaclass=_DeviceCommandKindEnumTypeWrapper):
     """What a command asks a device to do."""
@@ -244,6 +250,12 @@ DEVICE_COMMAND_KIND_REBOOT: DeviceCommandKind.ValueType  # 4
 """Restart the device (any kind). The session ends; the device reconnects with a new hello."""
 DEVICE_COMMAND_KIND_REQUEST_SNAPSHOT: DeviceCommandKind.ValueType  # 5
 """Capture a still image and upload it through the device's configured channel (cameras)."""
+DEVICE_COMMAND_KIND_HOLD_UNLOCKED: DeviceCommandKind.ValueType  # 6
+"""Keep the door unlocked until told otherwise (door controllers): an UNLOCK_ALL emergency
+or a door schedule in "unlocked during business hours" mode.
+"""
+DEVICE_COMMAND_KIND_RELOCK: DeviceCommandKind.ValueType  # 7
+"""End a HOLD_UNLOCKED and lock the door again (door controllers)."""
 Global___DeviceCommandKind: _TypeAlias = DeviceCommandKind  # noqa: Y015
 
 class _DeviceCommandResult:
@@ -869,7 +881,9 @@ class EmergencyState(_message.Message):
     active: _builtins.bool
     """True while an emergency is in force."""
     kind: _builtins.str
-    """The kind of emergency as named by access (e.g. `LOCKDOWN`, `EVACUATION`); empty if none."""
+    """The emergency mode as access names it (`EMERGENCY_MODE_LOCKDOWN`,
+    `EMERGENCY_MODE_UNLOCK_ALL`, from gatehouse.access.v1.EmergencyMode); empty if none.
+    """
     trigger_event_id: _builtins.str
     """Id of the event that started it (`emergency.triggered`); empty if none."""
     @_builtins.property
