@@ -1,0 +1,1 @@
+"""Behaviour every implementation of a runtime seam must show, run against each one."""
