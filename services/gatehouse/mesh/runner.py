@@ -12,6 +12,7 @@ from opentelemetry import trace
 from gatehouse.mesh.catalog import certificate_identities, composition_root
 from gatehouse.runtime.config import ServiceName, Settings
 from gatehouse.runtime.identity import NoTokenVerifier, TokenVerifier
+from gatehouse.runtime.infrastructure import SharedInfrastructure
 from gatehouse.runtime.server import Lifecycle, ServiceServer
 from gatehouse.runtime.service_context import ServiceContext
 from gatehouse.runtime.tls import CertificatePaths, ensure_dev_certificates, server_credentials
@@ -50,11 +51,18 @@ class Mesh:
     ) -> None:
         self.settings = settings
         self.lifecycle = Lifecycle()
+        self.infrastructure = SharedInfrastructure.from_settings(settings)
         verifier = token_verifier or NoTokenVerifier()
         ports = ports or {}
         self.servers: dict[ServiceName, ServiceServer] = {}
         for name in services:
-            context = ServiceContext(name=name, settings=settings, lifecycle=self.lifecycle)
+            context = ServiceContext(
+                name=name,
+                settings=settings,
+                lifecycle=self.lifecycle,
+                kv=self.infrastructure.kv,
+                bus=self.infrastructure.bus,
+            )
             definition = composition_root(name)(context)
             self.servers[name] = ServiceServer(
                 definition,
@@ -67,20 +75,23 @@ class Mesh:
             )
 
     async def start(self) -> dict[ServiceName, int]:
+        await self.infrastructure.start()
         started: list[ServiceServer] = []
         try:
             for server in self.servers.values():
                 await server.start()
                 started.append(server)
         except BaseException:
-            # A half-started mesh must not leave ports bound behind it.
+            # A half-started mesh must not leave ports bound or connections open behind it.
             await asyncio.gather(*(s.stop(0) for s in started), return_exceptions=True)
+            await self.infrastructure.close()
             raise
         return {name: server.port for name, server in self.servers.items()}
 
     async def stop(self, grace: float | None = None) -> None:
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
         await asyncio.gather(*(server.stop(grace) for server in self.servers.values()))
+        await self.infrastructure.close()
 
 
 async def run_until_signalled(

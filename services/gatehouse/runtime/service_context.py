@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gatehouse.runtime.bus import EventBus
 from gatehouse.runtime.config import ServiceName, Settings
+from gatehouse.runtime.kv import KeyValueStore
 from gatehouse.runtime.server import Lifecycle
 
 
@@ -13,6 +15,8 @@ class ServiceContext:
     name: ServiceName
     settings: Settings
     lifecycle: Lifecycle
+    kv: KeyValueStore
+    bus: EventBus
 
     @property
     def database_url(self) -> str:

@@ -1,0 +1,46 @@
+"""The parts one process shares among the services it runs: the KV store and the event bus.
+
+Configuration picks the backend (ARCHITECTURE §2): with `GATEHOUSE_REDIS_URL` both are Redis,
+shared by every replica; without it both are in-process, shared by the services of one
+`gatehouse up` process (so events flow between them exactly as they would through Redis).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gatehouse.runtime.bus import EventBus, InProcessEventBus, RedisStreamsEventBus
+from gatehouse.runtime.config import Settings
+from gatehouse.runtime.kv import InMemoryKeyValueStore, KeyValueStore, RedisKeyValueStore
+from gatehouse.runtime.redis_connection import RedisConnection, RedisOptions
+
+
+@dataclass
+class SharedInfrastructure:
+    kv: KeyValueStore
+    bus: EventBus
+    redis: RedisConnection | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SharedInfrastructure:
+        """Builds clients only; nothing connects until `start`."""
+        if settings.redis_url is None:
+            return cls(kv=InMemoryKeyValueStore(), bus=InProcessEventBus())
+        redis = RedisConnection.from_url(
+            settings.redis_url, RedisOptions(key_prefix=settings.key_prefix)
+        )
+        return cls(kv=RedisKeyValueStore(redis), bus=RedisStreamsEventBus(redis), redis=redis)
+
+    @property
+    def backend(self) -> str:
+        return "redis" if self.redis else "in-process"
+
+    async def start(self) -> None:
+        """Fail fast with a clear error when Redis is configured but unreachable."""
+        if self.redis is not None:
+            await self.redis.ping()
+
+    async def close(self) -> None:
+        await self.bus.close()
+        if self.redis is not None:
+            await self.redis.aclose()
