@@ -1,23 +1,31 @@
-"""Channels with mTLS, deadlines, token metadata and a retry policy for idempotent RPCs.
+"""Secure channels to Gatehouse services: mTLS, and the call behaviour the typed clients want.
 
-Callers never build channels or metadata by hand: they describe *who they are*
-(`ClientCredentials`) and *which RPCs are safe to retry*, and get a configured channel.
+Callers describe who they are (`ClientCredentials`) and which services a channel talks to;
+the factory turns that into a grpc.aio channel with the retry service config derived from
+the contracts and the interceptors for tokens, deadlines and request ids. Most code uses
+`GatehouseClients` (gatehouse.clients.mesh) rather than this module directly.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 
-TokenProvider = Callable[[], Awaitable[str | None]]
-
-# Only these codes mean "the call never took effect or is safe to repeat" for an idempotent RPC.
-RETRYABLE_CODES = ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
+from gatehouse.clients.interceptors import (
+    BearerToken,
+    CallConcern,
+    DefaultDeadline,
+    IdempotencyKey,
+    TokenProvider,
+    interceptors_for,
+)
+from gatehouse.clients.retry import RetryPolicy, service_config
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,8 +36,13 @@ class ClientCredentials:
     certificate_chain: bytes
     private_key: bytes
 
+    def __repr__(self) -> str:
+        # The private key must never reach a log line through a repr.
+        return "ClientCredentials(<redacted>)"
+
     @classmethod
     def from_directory(cls, directory: Path, identity: str = "client") -> ClientCredentials:
+        """`ca.pem`, `<identity>.pem` and `<identity>-key.pem` from `directory`."""
         return cls(
             ca=(directory / "ca.pem").read_bytes(),
             certificate_chain=(directory / f"{identity}.pem").read_bytes(),
@@ -44,124 +57,69 @@ class ClientCredentials:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """gRPC's transparent retry (service config), applied to the idempotent methods only."""
-
-    max_attempts: int = 4
-    initial_backoff_seconds: float = 0.1
-    max_backoff_seconds: float = 2.0
-    backoff_multiplier: float = 2.0
-    retryable_status_codes: Sequence[str] = RETRYABLE_CODES
-
-
-@dataclass(frozen=True, slots=True)
-class MethodConfig:
-    """Which methods of a service gRPC may retry by itself.
-
-    Deadlines are not set here: a service-wide timeout would also cut long-lived streams, so
-    the typed clients give each unary call its default deadline instead.
-    """
-
-    service: str
-    idempotent_methods: Sequence[str] = ()
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-
-
-def service_config(configs: Sequence[MethodConfig]) -> str:
-    method_config: list[dict[str, Any]] = []
-    for config in configs:
-        retry = config.retry
-        if config.idempotent_methods:
-            method_config.append(
-                {
-                    "name": [
-                        {"service": config.service, "method": m} for m in config.idempotent_methods
-                    ],
-                    "retryPolicy": {
-                        "maxAttempts": retry.max_attempts,
-                        "initialBackoff": f"{retry.initial_backoff_seconds}s",
-                        "maxBackoff": f"{retry.max_backoff_seconds}s",
-                        "backoffMultiplier": retry.backoff_multiplier,
-                        "retryableStatusCodes": list(retry.retryable_status_codes),
-                    },
-                }
-            )
-    return json.dumps({"methodConfig": method_config})
-
-
-class _TokenInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
-    """Adds `authorization: Bearer <token>` from a provider, fresh on every call."""
-
-    def __init__(self, provider: TokenProvider) -> None:
-        self._provider = provider
-
-    async def _with_token(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-        token = await self._provider()
-        if token is None:
-            return details
-        metadata = grpc.aio.Metadata(*(details.metadata or ()))
-        metadata.add("authorization", f"Bearer {token}")
-        return grpc.aio.ClientCallDetails(
-            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
-        )
-
-    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(await self._with_token(details), request)
-
-    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(await self._with_token(details), request)
-
-    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return await continuation(await self._with_token(details), requests)
-
-    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return await continuation(await self._with_token(details), requests)
-
-
-def bearer_token(token: str) -> TokenProvider:
-    """A provider for a fixed token (scripts, tests); services pass a refreshing one."""
-
-    async def provide() -> str:
-        return token
-
-    return provide
-
-
 class ChannelFactory:
-    """Builds secure channels to Gatehouse services. Create it inside the running event loop."""
+    """Builds secure channels to Gatehouse services.
+
+    With nothing but credentials, a channel is plain mTLS (what health checks and tests that
+    speak raw gRPC want). The options add, for every channel made:
+
+    - `token_provider`: `authorization: Bearer <token>` on every call (`BearerToken`);
+    - `default_timeout`: a deadline for unary and client-streaming calls that have none
+      (`DefaultDeadline`); streams with a streamed response are never given one;
+    - `retry`: gRPC retries the retryable methods (`is_retryable`) of the services passed to
+      `channel()`, and empty `request_id` fields are filled before sending
+      (`IdempotencyKey`). The two come together: retrying a mutating call is only safe when
+      every attempt carries the same id.
+    """
 
     def __init__(
         self,
         credentials: ClientCredentials,
         *,
         token_provider: TokenProvider | None = None,
-        method_configs: Sequence[MethodConfig] = (),
+        default_timeout: float | None = None,
+        retry: RetryPolicy | None = None,
         server_name_override: str | None = None,
     ) -> None:
         self._credentials = credentials
-        self._token_provider = token_provider
-        self._method_configs = tuple(method_configs)
+        self._retry = retry
         self._server_name_override = server_name_override
+        # Outermost first: the id is in the message before anything else looks at the call.
+        concerns: list[CallConcern] = []
+        if retry is not None:
+            concerns.append(IdempotencyKey())
+        if default_timeout is not None:
+            concerns.append(DefaultDeadline(default_timeout))
+        if token_provider is not None:
+            concerns.append(BearerToken(token_provider))
+        self._concerns: Sequence[CallConcern] = tuple(concerns)
 
-    def channel(self, target: str, *extra_configs: MethodConfig) -> grpc.aio.Channel:
+    def channel(self, target: str, *services: ServiceDescriptor) -> grpc.aio.Channel:
+        """A new channel to `target` (`host:port`), retrying the retryable methods of `services`.
+
+        Call it inside the running event loop: a grpc.aio channel made outside it is bound to
+        another loop and fails on first use (grpc/grpc#32480).
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "create gRPC channels inside the running event loop (grpc/grpc#32480)"
+            ) from None
         options: list[tuple[str, Any]] = [
-            ("grpc.service_config", service_config((*self._method_configs, *extra_configs))),
+            ("grpc.service_config", service_config(services, self._retry)),
+            # The config above is the whole truth; never take one from DNS instead.
+            ("grpc.service_config_disable_resolution", 1),
+            # Also without a policy: gRPC then still retries calls that never left the client.
             ("grpc.enable_retries", 1),
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.keepalive_timeout_ms", 10_000),
         ]
         if self._server_name_override:
             options.append(("grpc.ssl_target_name_override", self._server_name_override))
-        interceptors = [_TokenInterceptor(self._token_provider)] if self._token_provider else None
         return grpc.aio.secure_channel(
             target,
             self._credentials.channel_credentials(),
             options=options,
-            interceptors=interceptors,
+            interceptors=interceptors_for(self._concerns) or None,
         )
