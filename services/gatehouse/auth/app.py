@@ -13,10 +13,13 @@ PENDING_ISSUE = "issue #4 (Auth service: accounts, argon2id, asymmetric JWT with
 
 
 def create_service(context: ServiceContext) -> ServiceDefinition:
+    database = context.database()
     servicer = AuthServicer()
     answer_unimplemented(servicer, auth_pb2_grpc.AuthServiceServicer, issue=PENDING_ISSUE)
     return ServiceDefinition(
         name=context.name,
         descriptor=auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
+        on_start=(database.start,),
+        on_stop=(database.stop,),
         register=partial(auth_pb2_grpc.add_AuthServiceServicer_to_server, servicer),
     )

@@ -13,6 +13,7 @@ PENDING_ISSUE = "issue #7 (Monitoring service: buildings and devices, device ses
 
 
 def create_service(context: ServiceContext) -> ServiceDefinition:
+    database = context.database()
     servicer = MonitoringServicer()
     answer_unimplemented(
         servicer, monitoring_pb2_grpc.MonitoringServiceServicer, issue=PENDING_ISSUE
@@ -20,5 +21,7 @@ def create_service(context: ServiceContext) -> ServiceDefinition:
     return ServiceDefinition(
         name=context.name,
         descriptor=monitoring_pb2.DESCRIPTOR.services_by_name["MonitoringService"],
+        on_start=(database.start,),
+        on_stop=(database.stop,),
         register=partial(monitoring_pb2_grpc.add_MonitoringServiceServicer_to_server, servicer),
     )

@@ -13,6 +13,7 @@ PENDING_ISSUE = "issue #9 (Notifications service: real SMTP and webhook delivery
 
 
 def create_service(context: ServiceContext) -> ServiceDefinition:
+    database = context.database()
     servicer = NotificationsServicer()
     answer_unimplemented(
         servicer, notifications_pb2_grpc.NotificationsServiceServicer, issue=PENDING_ISSUE
@@ -20,6 +21,8 @@ def create_service(context: ServiceContext) -> ServiceDefinition:
     return ServiceDefinition(
         name=context.name,
         descriptor=notifications_pb2.DESCRIPTOR.services_by_name["NotificationsService"],
+        on_start=(database.start,),
+        on_stop=(database.stop,),
         register=partial(
             notifications_pb2_grpc.add_NotificationsServiceServicer_to_server, servicer
         ),

@@ -13,10 +13,13 @@ PENDING_ISSUE = "issue #8 (Payments service: idempotent payments, a strict lifec
 
 
 def create_service(context: ServiceContext) -> ServiceDefinition:
+    database = context.database()
     servicer = PaymentsServicer()
     answer_unimplemented(servicer, payments_pb2_grpc.PaymentsServiceServicer, issue=PENDING_ISSUE)
     return ServiceDefinition(
         name=context.name,
         descriptor=payments_pb2.DESCRIPTOR.services_by_name["PaymentsService"],
+        on_start=(database.start,),
+        on_stop=(database.stop,),
         register=partial(payments_pb2_grpc.add_PaymentsServiceServicer_to_server, servicer),
     )

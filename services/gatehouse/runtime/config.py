@@ -53,6 +53,13 @@ class Settings(BaseSettings):
             "containing '{service}' is formatted per service (one database each)."
         ),
     )
+    migrate_on_start: bool = Field(
+        default=True,
+        description=(
+            "Run Alembic migrations when a service starts (embedded mode). Production runs "
+            "them in a migration job before rollout and sets this to false."
+        ),
+    )
     redis_url: str | None = Field(
         default=None, description="Unset: in-process KV store and event bus (embedded mode)."
     )
