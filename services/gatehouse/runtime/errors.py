@@ -73,7 +73,7 @@ class InvalidArgument(DomainError):
     """The request is malformed whatever the system's state (BadRequest field violations)."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
-    default_reason = "INVALID_ARGUMENT"
+    default_reason = "INVALID_FIELD"
 
     def __init__(
         self,

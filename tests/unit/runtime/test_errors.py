@@ -35,7 +35,7 @@ def test_invalid_argument_carries_bad_request_and_error_info() -> None:
         ("amount.currency_code", "must be ISO 4217")
     ]
     (info,) = _unpack(status.details, error_details_pb2.ErrorInfo)
-    assert (info.reason, info.domain) == ("INVALID_ARGUMENT", ERROR_DOMAIN)
+    assert (info.reason, info.domain) == ("INVALID_FIELD", ERROR_DOMAIN)
 
 
 def test_not_found_names_the_resource() -> None:
