@@ -9,11 +9,14 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf.descriptor import MethodDescriptor
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gatehouse.mesh.runner import Mesh
+from gatehouse.runtime.authorization import AccessRule
 from gatehouse.runtime.config import SERVICE_NAMES, ServiceName, Settings
+from gatehouse.runtime.identity import DEVICE_TOKEN_HEADER, JWKS_KEY
 from gatehouse.runtime.telemetry import create_tracer_provider
 from tests.support.grpc_calls import (
     SERVICE_DESCRIPTORS,
@@ -25,16 +28,38 @@ from tests.support.grpc_calls import (
     valid_request,
 )
 from tests.support.mesh import channel_to
+from tests.support.tokens import TestIssuer
 
 ISSUE_OF_SERVICE = {"auth": 4, "access": 6, "monitoring": 7, "payments": 8, "notifications": 9}
 
 
 @pytest.fixture(scope="module")
-async def ports(settings: Settings) -> AsyncIterator[dict[ServiceName, int]]:
+def issuer() -> TestIssuer:
+    return TestIssuer()
+
+
+@pytest.fixture(scope="module")
+async def ports(settings: Settings, issuer: TestIssuer) -> AsyncIterator[dict[ServiceName, int]]:
     mesh = Mesh(settings, SERVICE_NAMES, tracer_provider=create_tracer_provider("t"))
     started = await mesh.start()
+    # As the auth service does: publish the signing keys where every service looks for them.
+    await mesh.infrastructure.kv.set(JWKS_KEY, issuer.jwks_json())
     yield started
     await mesh.stop(grace=0)
+
+
+def credentials_for(
+    method: MethodDescriptor, issuer: TestIssuer
+) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """The certificate identity and metadata that satisfy the method's access rule."""
+    rule = AccessRule.of(method)
+    if rule.kind == "public":
+        return "client", ()
+    if rule.kind == "internal":
+        return "access", ()
+    if rule.kind == "device":
+        return "client", ((DEVICE_TOKEN_HEADER, "device-token-checked-by-the-handler"),)
+    return "client", issuer.bearer(permissions=["*"])
 
 
 async def test_every_service_reports_serving(
@@ -54,11 +79,16 @@ async def test_every_service_reports_serving(
     [pytest.param(s, m, id=f"{s}.{m.name}") for s, m in all_methods()],
 )
 async def test_rpc_without_behaviour_names_the_issue_that_brings_it(
-    ports: dict[ServiceName, int], certs_dir: Path, service: ServiceName, method: object
+    ports: dict[ServiceName, int],
+    certs_dir: Path,
+    issuer: TestIssuer,
+    service: ServiceName,
+    method: MethodDescriptor,
 ) -> None:
-    async with channel_to(certs_dir)(ports[service]) as channel:
+    identity, metadata = credentials_for(method, issuer)
+    async with channel_to(certs_dir, identity)(ports[service]) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await call(channel, method, valid_request(method))  # type: ignore[arg-type]
+            await call(channel, method, valid_request(method), metadata)
     assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert f"issue #{ISSUE_OF_SERVICE[service]}" in (raised.value.details() or "")
     info = error_info(rich_status(raised.value))
@@ -66,14 +96,14 @@ async def test_rpc_without_behaviour_names_the_issue_that_brings_it(
 
 
 async def test_malformed_resource_name_is_invalid_argument_with_field_violation(
-    ports: dict[ServiceName, int], certs_dir: Path
+    ports: dict[ServiceName, int], certs_dir: Path, issuer: TestIssuer
 ) -> None:
     method = SERVICE_DESCRIPTORS["payments"].methods_by_name["GetPayment"]
     request = valid_request(method)
     request.name = "users/not-a-payment"  # type: ignore[attr-defined]
     async with channel_to(certs_dir)(ports["payments"]) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await call(channel, method, request)
+            await call(channel, method, request, issuer.bearer())
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     bad_request = detail(rich_status(raised.value), error_details_pb2.BadRequest)
     assert [v.field for v in bad_request.field_violations] == ["name"]

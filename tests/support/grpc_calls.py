@@ -44,8 +44,13 @@ def valid_request(method: MethodDescriptor) -> Message:
     return request
 
 
-async def call(channel: grpc.aio.Channel, method: MethodDescriptor, request: Message) -> Any:
-    """Invoke `method` whatever its streaming shape; return the (last) response."""
+async def call(
+    channel: grpc.aio.Channel,
+    method: MethodDescriptor,
+    request: Message,
+    metadata: tuple[tuple[str, str], ...] = (),
+) -> Any:
+    """Invoke `method` whatever its streaming shape; return the responses."""
     path = f"/{method.containing_service.full_name}/{method.name}"
     response_type = message_factory.GetMessageClass(method.output_type)
     serialize = type(request).SerializeToString
@@ -55,13 +60,21 @@ async def call(channel: grpc.aio.Channel, method: MethodDescriptor, request: Mes
             yield request
 
         if method.server_streaming:
-            bidi = channel.stream_stream(path, serialize, response_type.FromString)(requests())
+            bidi = channel.stream_stream(path, serialize, response_type.FromString)(
+                requests(), metadata=metadata
+            )
             return [r async for r in bidi]
-        return await channel.stream_unary(path, serialize, response_type.FromString)(requests())
+        return await channel.stream_unary(path, serialize, response_type.FromString)(
+            requests(), metadata=metadata
+        )
     if method.server_streaming:
-        stream = channel.unary_stream(path, serialize, response_type.FromString)(request)
+        stream = channel.unary_stream(path, serialize, response_type.FromString)(
+            request, metadata=metadata
+        )
         return [r async for r in stream]
-    return await channel.unary_unary(path, serialize, response_type.FromString)(request)
+    return await channel.unary_unary(path, serialize, response_type.FromString)(
+        request, metadata=metadata
+    )
 
 
 def all_methods() -> Iterator[tuple[str, MethodDescriptor]]:

@@ -10,7 +10,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from gatehouse.clients.channel import ChannelFactory, ClientCredentials
-from gatehouse.runtime.identity import NoTokenVerifier, TokenVerifier
+from gatehouse.runtime.authorization import DenialAudit
+from gatehouse.runtime.identity import JwksTokenVerifier, StaticKeySource, TokenVerifier
 from gatehouse.runtime.server import Lifecycle, ServiceDefinition, ServiceServer
 from gatehouse.runtime.telemetry import create_tracer_provider
 from gatehouse.runtime.tls import CertificatePaths, server_credentials
@@ -34,12 +35,21 @@ def single_server(
     verifier: TokenVerifier | None = None,
     spans: InMemorySpanExporter | None = None,
     lifecycle: Lifecycle | None = None,
+    enforce_access_rules: bool = True,
+    denial_audit: DenialAudit | None = None,
 ) -> ServiceServer:
+    """A server for one definition. Without a verifier, every presented token is refused
+    (no keys); `enforce_access_rules=False` is for tests of other concerns only."""
     processors = (SimpleSpanProcessor(spans),) if spans is not None else ()
     return ServiceServer(
         definition,
         credentials=server_credentials(CertificatePaths.for_name(certs_dir, definition.name)),
-        token_verifier=verifier or NoTokenVerifier(),
+        token_verifier=verifier
+        or JwksTokenVerifier(
+            StaticKeySource({"keys": []}), issuer="gatehouse", audience="gatehouse"
+        ),
         tracer_provider=create_tracer_provider("test", processors),
         lifecycle=lifecycle,
+        enforce_access_rules=enforce_access_rules,
+        denial_audit=denial_audit,
     )

@@ -11,7 +11,12 @@ from opentelemetry import trace
 
 from gatehouse.mesh.catalog import certificate_identities, composition_root
 from gatehouse.runtime.config import ServiceName, Settings
-from gatehouse.runtime.identity import NoTokenVerifier, TokenVerifier
+from gatehouse.runtime.identity import (
+    JwksTokenVerifier,
+    KeyValueKeySource,
+    KeyValueRevocationList,
+    TokenVerifier,
+)
 from gatehouse.runtime.infrastructure import SharedInfrastructure
 from gatehouse.runtime.server import Lifecycle, ServiceServer
 from gatehouse.runtime.service_context import ServiceContext
@@ -52,7 +57,12 @@ class Mesh:
         self.settings = settings
         self.lifecycle = Lifecycle()
         self.infrastructure = SharedInfrastructure.from_settings(settings)
-        verifier = token_verifier or NoTokenVerifier()
+        verifier = token_verifier or JwksTokenVerifier(
+            KeyValueKeySource(self.infrastructure.kv),
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            revocations=KeyValueRevocationList(self.infrastructure.kv),
+        )
         ports = ports or {}
         self.servers: dict[ServiceName, ServiceServer] = {}
         for name in services:

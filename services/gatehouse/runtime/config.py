@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         default=10.0, gt=0, le=300, description="How long in-flight RPCs get on SIGTERM."
     )
+    jwt_issuer: str = Field(default="gatehouse", description="`iss` of access tokens.")
+    jwt_audience: str = Field(default="gatehouse", description="`aud` of access tokens.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
 

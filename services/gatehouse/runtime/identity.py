@@ -2,8 +2,12 @@
 
 The authentication interceptor builds a `Caller` for every RPC and makes it available to
 handlers through `current_caller()`. It verifies a bearer token when one is presented and
-refuses a bad one with UNAUTHENTICATED; whether an RPC *needs* a user, and which permission,
-is decided by the RBAC table (auth issue), not here.
+refuses a bad one with UNAUTHENTICATED. Whether an RPC *needs* a user, and which permission,
+is the authorization interceptor's business (`gatehouse.runtime.authorization`).
+
+Tokens are verified locally in every service (ARCHITECTURE §6): the auth service publishes its
+JWKS into the shared key-value store and revoked token ids into the same store, so no RPC
+needs a round trip to auth.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ from __future__ import annotations
 import contextvars
 import datetime as dt
 import json
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -22,13 +27,19 @@ from google.protobuf.message import Message
 
 from gatehouse.runtime.errors import Unauthenticated
 from gatehouse.runtime.interception import ScopedInterceptor
+from gatehouse.runtime.kv import KeyValueStore
 
 AUTHORIZATION_HEADER = "authorization"
+DEVICE_TOKEN_HEADER = "x-gatehouse-device-token"  # noqa: S105 - a header name, not a secret
 # Set by Envoy at the edge; trusted only when the mTLS peer is Envoy itself.
 FORWARDED_FOR_HEADER = "x-forwarded-for"
 EDGE_SPIFFE_ID = "spiffe://gatehouse/envoy"
-# Only asymmetric algorithms: a leaked verification key must never let anyone mint tokens.
+# Only asymmetric algorithms: a leaked verification key must never let anyone mint tokens,
+# and `alg: none` is never accepted.
 ALLOWED_ALGORITHMS = ("EdDSA", "ES256")
+# Where auth publishes what every service needs to verify tokens on its own.
+JWKS_KEY = "auth:jwks"
+REVOKED_TOKEN_PREFIX = "auth:revoked:"  # noqa: S105 - a key prefix, not a secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +61,7 @@ class Caller:
     peer_spiffe_id: str | None
     claims: TokenClaims | None = None
     client_address: str | None = None
+    device_token: str | None = None
 
     @property
     def user(self) -> str | None:
@@ -68,37 +80,110 @@ def current_caller() -> Caller:
 
 
 class TokenVerifier(Protocol):
-    def verify(self, token: str) -> TokenClaims:
-        """Return the claims of a valid token; raise `Unauthenticated` otherwise."""
+    async def verify(self, token: str) -> TokenClaims:
+        """Return the claims of a valid, unrevoked token; raise `Unauthenticated` otherwise."""
+
+
+class KeySource(Protocol):
+    async def jwks(self) -> Mapping[str, Any] | None:
+        """The current JWKS document (RFC 7517), or None when none is published yet."""
+
+
+class StaticKeySource:
+    """A fixed JWKS: tests, and deployments that mount the public keys as a file."""
+
+    def __init__(self, jwks: Mapping[str, Any]) -> None:
+        self._jwks = dict(jwks)
+
+    async def jwks(self) -> Mapping[str, Any]:
+        return self._jwks
+
+
+class KeyValueKeySource:
+    """The JWKS the auth service publishes in the shared key-value store."""
+
+    def __init__(self, kv: KeyValueStore, key: str = JWKS_KEY) -> None:
+        self._kv = kv
+        self._key = key
+
+    async def jwks(self) -> Mapping[str, Any] | None:
+        document = await self._kv.get(self._key)
+        if document is None:
+            return None
+        loaded: Mapping[str, Any] = json.loads(document)
+        return loaded
+
+
+class RevocationList(Protocol):
+    async def is_revoked(self, token_id: str) -> bool: ...
+
+    async def revoke(self, token_id: str, until: dt.datetime) -> None: ...
+
+
+class KeyValueRevocationList:
+    """Revoked access-token ids, kept only until the token would have expired anyway."""
+
+    def __init__(self, kv: KeyValueStore, clock: Callable[[], dt.datetime] | None = None) -> None:
+        self._kv = kv
+        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+
+    async def is_revoked(self, token_id: str) -> bool:
+        return await self._kv.get(REVOKED_TOKEN_PREFIX + token_id) is not None
+
+    async def revoke(self, token_id: str, until: dt.datetime) -> None:
+        remaining = until - self._clock()
+        if remaining > dt.timedelta(0):
+            await self._kv.set(REVOKED_TOKEN_PREFIX + token_id, b"1", ttl=remaining)
+
+
+class NothingRevoked:
+    async def is_revoked(self, token_id: str) -> bool:
+        return False
+
+    async def revoke(self, token_id: str, until: dt.datetime) -> None:
+        raise NotImplementedError("this verifier has no revocation store")
 
 
 class JwksTokenVerifier:
-    """Verifies asymmetric JWTs against a JWKS (RFC 7517) document, choosing the key by `kid`.
+    """Verifies asymmetric JWTs against a JWKS, choosing the key by `kid`, then checks that the
+    token id is not revoked.
 
-    Keys come from the auth service's published JWKS, so every service verifies on its own
-    without calling auth per request.
+    Keys are cached; an unknown `kid` triggers a reload (at most once per `min_reload`), so a
+    key rotated in by auth is picked up at once and a flood of forged kids cannot turn into a
+    flood of store reads.
     """
 
-    def __init__(self, jwks: Mapping[str, Any], *, issuer: str, audience: str) -> None:
-        key_set = jwt.PyJWKSet.from_dict(dict(jwks))
-        self._keys = {key.key_id: key for key in key_set.keys if key.key_id}
+    def __init__(
+        self,
+        keys: KeySource,
+        *,
+        issuer: str,
+        audience: str,
+        revocations: RevocationList | None = None,
+        max_age: dt.timedelta = dt.timedelta(minutes=1),
+        min_reload: dt.timedelta = dt.timedelta(seconds=1),
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._source = keys
         self._issuer = issuer
         self._audience = audience
+        self._revocations = revocations or NothingRevoked()
+        self._max_age = max_age.total_seconds()
+        self._min_reload = min_reload.total_seconds()
+        self._monotonic = monotonic
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._loaded_at: float | None = None
 
-    @classmethod
-    def from_json(cls, document: str, *, issuer: str, audience: str) -> JwksTokenVerifier:
-        return cls(json.loads(document), issuer=issuer, audience=audience)
-
-    def verify(self, token: str) -> TokenClaims:
+    async def verify(self, token: str) -> TokenClaims:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
             raise Unauthenticated("malformed access token", reason="TOKEN_MALFORMED") from None
-        key = self._keys.get(str(header.get("kid", "")))
-        if key is None:
+        if header.get("alg") not in ALLOWED_ALGORITHMS:
             raise Unauthenticated(
-                "access token signed by an unknown key", reason="TOKEN_KEY_UNKNOWN"
+                "access token uses a disallowed algorithm", reason="TOKEN_INVALID"
             )
+        key = await self._key(str(header.get("kid", "")))
         try:
             claims = jwt.decode(
                 token,
@@ -112,24 +197,37 @@ class JwksTokenVerifier:
             raise Unauthenticated("access token expired", reason="TOKEN_EXPIRED") from None
         except jwt.PyJWTError:
             raise Unauthenticated("access token is not valid", reason="TOKEN_INVALID") from None
+        token_id = str(claims["jti"])
+        if await self._revocations.is_revoked(token_id):
+            raise Unauthenticated("access token was revoked", reason="TOKEN_REVOKED")
         return TokenClaims(
             subject=str(claims["sub"]),
-            token_id=str(claims["jti"]),
+            token_id=token_id,
             expires_at=dt.datetime.fromtimestamp(int(claims["exp"]), dt.UTC),
             roles=tuple(claims.get("roles", ())),
             permissions=tuple(claims.get("permissions", ())),
             raw=claims,
         )
 
+    async def _key(self, kid: str) -> jwt.PyJWK:
+        now = self._monotonic()
+        stale = self._loaded_at is None or now - self._loaded_at > self._max_age
+        may_reload = self._loaded_at is None or now - self._loaded_at > self._min_reload
+        if stale or (kid not in self._keys and may_reload):
+            document = await self._source.jwks()
+            self._keys = _parse_jwks(document) if document else {}
+            self._loaded_at = now
+        key = self._keys.get(kid)
+        if key is None:
+            raise Unauthenticated(
+                "access token signed by an unknown key", reason="TOKEN_KEY_UNKNOWN"
+            )
+        return key
 
-class NoTokenVerifier:
-    """Used until a service is given keys: any presented token is refused, never trusted."""
 
-    def verify(self, token: str) -> TokenClaims:
-        raise Unauthenticated(
-            "this service cannot verify access tokens yet (no JWKS configured)",
-            reason="TOKEN_VERIFICATION_UNAVAILABLE",
-        )
+def _parse_jwks(document: Mapping[str, Any]) -> dict[str, jwt.PyJWK]:
+    key_set = jwt.PyJWKSet.from_dict(dict(document))
+    return {key.key_id: key for key in key_set.keys if key.key_id}
 
 
 class AuthenticationInterceptor(ScopedInterceptor):
@@ -146,15 +244,18 @@ class AuthenticationInterceptor(ScopedInterceptor):
         authorization = metadata.get(AUTHORIZATION_HEADER)
         if authorization is not None:
             scheme, _, token = authorization.partition(" ")
-            if scheme.lower() != "bearer" or not token:
+            if scheme.lower() != "bearer" or not token.strip():
                 raise Unauthenticated(
                     "authorization metadata must be 'Bearer <token>'", reason="TOKEN_MALFORMED"
                 )
-            claims = self._verifier.verify(token.strip())
-        client_address = _client_address(peer, metadata, context)
-        reset_token = _current.set(
-            Caller(peer_spiffe_id=peer, claims=claims, client_address=client_address)
+            claims = await self._verifier.verify(token.strip())
+        caller = Caller(
+            peer_spiffe_id=peer,
+            claims=claims,
+            client_address=_client_address(peer, metadata, context),
+            device_token=metadata.get(DEVICE_TOKEN_HEADER),
         )
+        reset_token = _current.set(caller)
         try:
             yield
         finally:

@@ -19,6 +19,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import trace
 
+from gatehouse.runtime.authorization import (
+    AuthorizationInterceptor,
+    DenialAudit,
+    LogDenialAudit,
+)
 from gatehouse.runtime.error_mapping import ErrorMappingInterceptor
 from gatehouse.runtime.errors import Unimplemented
 from gatehouse.runtime.identity import AuthenticationInterceptor, TokenVerifier
@@ -68,21 +73,30 @@ class ServiceServer:
         host: str = "127.0.0.1",
         port: int = 0,
         lifecycle: Lifecycle | None = None,
+        denial_audit: DenialAudit | None = None,
+        enforce_access_rules: bool = True,
     ) -> None:
+        """`enforce_access_rules=False` exists for tests of other concerns only."""
         self.definition = definition
         self.lifecycle = lifecycle or Lifecycle()
         self._address = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
         self._credentials = credentials
         self._health = health.aio.HealthServicer()
         # Order matters: outermost first. Tracing sees the final status; errors are mapped
-        # for everything inside, including authentication and validation failures.
+        # for everything inside; who the caller is comes before what they may do, and both
+        # before the request is looked at.
+        interceptors: list[grpc.aio.ServerInterceptor] = [
+            TracingInterceptor(tracer_provider),
+            ErrorMappingInterceptor(),
+            AuthenticationInterceptor(token_verifier),
+        ]
+        if enforce_access_rules:
+            interceptors.append(
+                AuthorizationInterceptor([definition.descriptor], denial_audit or LogDenialAudit())
+            )
+        interceptors.append(ValidationInterceptor([definition.descriptor], definition.validators))
         self._server = grpc.aio.server(
-            interceptors=[
-                TracingInterceptor(tracer_provider),
-                ErrorMappingInterceptor(),
-                AuthenticationInterceptor(token_verifier),
-                ValidationInterceptor([definition.descriptor], definition.validators),
-            ],
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -149,7 +149,7 @@ class FakeNotifications(notifications_pb2_grpc.NotificationsServiceServicer):
 class AcceptingVerifier:
     """Accepts exactly the test token, as a service with the auth service's keys would."""
 
-    def verify(self, token: str) -> TokenClaims:
+    async def verify(self, token: str) -> TokenClaims:
         if token != TOKEN:
             raise Unauthenticated("unknown test token", reason="TOKEN_INVALID")
         return TokenClaims(
@@ -184,7 +184,10 @@ async def mesh(certs_dir: Path) -> AsyncIterator[tuple[Script, Targets]]:
                 descriptor=SERVICE_DESCRIPTORS[name],
                 register=partial(register, fake(script)),
             )
-            server = single_server(definition, certs_dir, verifier=AcceptingVerifier())
+            # The clients are under test here, not the access rules (test_authorization.py).
+            server = single_server(
+                definition, certs_dir, verifier=AcceptingVerifier(), enforce_access_rules=False
+            )
             servers.append(server)
             ports[name] = await server.start()
         yield script, Targets(**{name: f"127.0.0.1:{port}" for name, port in ports.items()})

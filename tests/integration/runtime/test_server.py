@@ -22,7 +22,7 @@ from gatehouse.auth.v1 import auth_pb2, auth_pb2_grpc
 from gatehouse.common.v1 import common_pb2
 from gatehouse.monitoring.v1 import monitoring_pb2, monitoring_pb2_grpc
 from gatehouse.runtime.errors import FieldViolation, NotFound, ResourceExhausted
-from gatehouse.runtime.identity import Caller, JwksTokenVerifier, current_caller
+from gatehouse.runtime.identity import Caller, JwksTokenVerifier, StaticKeySource, current_caller
 from gatehouse.runtime.server import Lifecycle, ServiceDefinition
 from tests.support.grpc_calls import detail, error_info, rich_status
 from tests.support.mesh import channel_to, single_server
@@ -75,7 +75,9 @@ def signing_key() -> Ed25519PrivateKey:
 def verifier(signing_key: Ed25519PrivateKey) -> JwksTokenVerifier:
     public_jwk = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(signing_key.public_key()))
     public_jwk.update(kid="k1", use="sig", alg="EdDSA")
-    return JwksTokenVerifier({"keys": [public_jwk]}, issuer="gatehouse", audience="gatehouse")
+    return JwksTokenVerifier(
+        StaticKeySource({"keys": [public_jwk]}), issuer="gatehouse", audience="gatehouse"
+    )
 
 
 def make_token(key: Ed25519PrivateKey, *, expires_in: float = 300, kid: str = "k1") -> str:
@@ -97,7 +99,14 @@ async def auth_server(
     certs_dir: Path, spans: InMemorySpanExporter, verifier: JwksTokenVerifier
 ) -> AsyncIterator[tuple[ScriptedAuth, auth_pb2_grpc.AuthServiceStub]]:
     servicer = ScriptedAuth()
-    server = single_server(auth_definition(servicer), certs_dir, verifier=verifier, spans=spans)
+    # Access rules have their own tests (test_authorization.py); these are about the rest.
+    server = single_server(
+        auth_definition(servicer),
+        certs_dir,
+        verifier=verifier,
+        spans=spans,
+        enforce_access_rules=False,
+    )
     port = await server.start()
     async with channel_to(certs_dir)(port) as channel:
         yield servicer, auth_pb2_grpc.AuthServiceStub(channel)
@@ -223,7 +232,7 @@ async def test_service_validators_reject_before_the_handler_runs(certs_dir: Path
         servicer,
         validators={**validators, "/gatehouse.auth.v1.AuthService/Register": (no_blank_names,)},
     )
-    server = single_server(definition, certs_dir)
+    server = single_server(definition, certs_dir)  # Register is public
     port = await server.start()
     try:
         async with channel_to(certs_dir)(port) as channel:
@@ -271,7 +280,7 @@ async def test_graceful_stop_lets_an_in_flight_stream_finish(certs_dir: Path) ->
         descriptor=monitoring_pb2.DESCRIPTOR.services_by_name["MonitoringService"],
         register=partial(monitoring_pb2_grpc.add_MonitoringServiceServicer_to_server, servicer),
     )
-    server = single_server(definition, certs_dir, lifecycle=lifecycle)
+    server = single_server(definition, certs_dir, lifecycle=lifecycle, enforce_access_rules=False)
     port = await server.start()
     async with channel_to(certs_dir)(port) as channel:
         stream = monitoring_pb2_grpc.MonitoringServiceStub(channel).StreamEvents(

@@ -22,6 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from gatehouse.common.v1 import authorization_pb2 as gatehouse_dot_common_dot_v1_dot_authorization__pb2
 from gatehouse.common.v1 import common_pb2 as gatehouse_dot_common_dot_v1_dot_common__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
@@ -31,7 +32,7 @@ from google.type import dayofweek_pb2 as google_dot_type_dot_dayofweek__pb2
 from google.type import timeofday_pb2 as google_dot_type_dot_timeofday__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n gatehouse/access/v1/access.proto\x12\x13gatehouse.access.v1\x1a gatehouse/common/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\x1a\x1bgoogle/type/dayofweek.proto\x1a\x1bgoogle/type/timeofday.proto\"\x89\x01\n\x0cWeeklyWindow\x12#\n\x03\x64\x61y\x18\x01 \x01(\x0e\x32\x16.google.type.DayOfWeek\x12*\n\nstart_time\x18\x02 \x01(\x0b\x32\x16.google.type.TimeOfDay\x12(\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x16.google.type.TimeOfDay\"a\n\tDayWindow\x12*\n\nstart_time\x18\x01 \x01(\x0b\x32\x16.google.type.TimeOfDay\x12(\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x16.google.type.TimeOfDay\"z\n\x10HolidayException\x12\x1f\n\x04\x64\x61te\x18\x01 \x01(\x0b\x32\x11.google.type.Date\x12/\n\x07windows\x18\x02 \x03(\x0b\x32\x1e.gatehouse.access.v1.DayWindow\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\"\x90\x01\n\x0eWeeklySchedule\x12\x11\n\ttime_zone\x18\x01 \x01(\t\x12\x32\n\x07windows\x18\x02 \x03(\x0b\x32!.gatehouse.access.v1.WeeklyWindow\x12\x37\n\x08holidays\x18\x03 \x03(\x0b\x32%.gatehouse.access.v1.HolidayException\"\x93\x04\n\x05Grant\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06holder\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\r\n\x05\x64oors\x18\x04 \x03(\t\x12\x30\n\x08validity\x18\x05 \x01(\x0b\x32\x1e.gatehouse.common.v1.TimeRange\x12\x35\n\x08schedule\x18\x06 \x01(\x0b\x32#.gatehouse.access.v1.WeeklySchedule\x12\x10\n\x08max_uses\x18\x07 \x01(\x05\x12\x11\n\tuse_count\x18\x08 \x01(\x05\x12.\n\x05state\x18\t \x01(\x0e\x32\x1f.gatehouse.access.v1.GrantState\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tissued_by\x18\x0b \x01(\x0b\x32\x1a.gatehouse.common.v1.Actor\x12\x31\n\rlast_use_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_by\x18\x0e \x01(\x0b\x32\x1a.gatehouse.common.v1.Actor\x12\x15\n\rrevoke_reason\x18\x0f \x01(\t\"t\n\x0fIssuePinRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12)\n\x05grant\x18\x02 \x01(\x0b\x32\x1a.gatehouse.access.v1.Grant\x12\x12\n\npin_length\x18\x03 \x01(\x05\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"J\n\x10IssuePinResponse\x12\x0b\n\x03pin\x18\x01 \x01(\t\x12)\n\x05grant\x18\x02 \x01(\x0b\x32\x1a.gatehouse.access.v1.Grant\"D\n\x10RevokePinRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\">\n\x11RevokePinResponse\x12)\n\x05grant\x18\x01 \x01(\x0b\x32\x1a.gatehouse.access.v1.Grant\"C\n\x12ValidatePinRequest\x12\x0c\n\x04\x64oor\x18\x01 \x01(\t\x12\x0b\n\x03pin\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\xd2\x01\n\x13ValidatePinResponse\x12\x35\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32#.gatehouse.access.v1.AccessDecision\x12\x34\n\x0b\x64\x65ny_reason\x18\x02 \x01(\x0e\x32\x1f.gatehouse.access.v1.DenyReason\x12\x18\n\x10\x61\x63\x63\x65ss_log_entry\x18\x03 \x01(\t\x12\x34\n\x10lockout_end_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x99\x01\n\x11ListGrantsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0e\n\x06holder\x18\x04 \x01(\t\x12\x0c\n\x04\x64oor\x18\x05 \x01(\t\x12/\n\x06states\x18\x06 \x03(\x0e\x32\x1f.gatehouse.access.v1.GrantState\"Y\n\x12ListGrantsResponse\x12*\n\x06grants\x18\x01 \x03(\x0b\x32\x1a.gatehouse.access.v1.Grant\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa9\x04\n\x07Visitor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0f\n\x07\x63ompany\x18\x03 \x01(\t\x12\x0c\n\x04host\x18\x04 \x01(\t\x12\x39\n\x15\x65xpected_arrival_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x17\x65xpected_departure_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x64oors\x18\x07 \x03(\t\x12\x0c\n\x04note\x18\x08 \x01(\t\x12\x30\n\x05state\x18\t \x01(\x0e\x32!.gatehouse.access.v1.VisitorState\x12:\n\x16invitation_expire_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05grant\x18\x0b \x01(\t\x12\x31\n\rcheck_in_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63heck_out_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rregistered_by\x18\x0f \x01(\x0b\x32\x1a.gatehouse.common.v1.Actor\"k\n\x16RegisterVisitorRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12-\n\x07visitor\x18\x02 \x01(\x0b\x32\x1c.gatehouse.access.v1.Visitor\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"a\n\x17RegisterVisitorResponse\x12-\n\x07visitor\x18\x01 \x01(\x0b\x32\x1c.gatehouse.access.v1.Visitor\x12\x17\n\x0finvitation_code\x18\x02 \x01(\t\"b\n\x15\x43heckInVisitorRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06parent\x18\x02 \x01(\t\x12\x17\n\x0finvitation_code\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\x7f\n\x16\x43heckInVisitorResponse\x12-\n\x07visitor\x18\x01 \x01(\x0b\x32\x1c.gatehouse.access.v1.Visitor\x12)\n\x05grant\x18\x02 \x01(\x0b\x32\x1a.gatehouse.access.v1.Grant\x12\x0b\n\x03pin\x18\x03 \x01(\t\":\n\x16\x43heckOutVisitorRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"H\n\x17\x43heckOutVisitorResponse\x12-\n\x07visitor\x18\x01 \x01(\x0b\x32\x1c.gatehouse.access.v1.Visitor\"\xc7\x01\n\x13ListVisitorsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0c\n\x04host\x18\x04 \x01(\t\x12\x31\n\x06states\x18\x05 \x03(\x0e\x32!.gatehouse.access.v1.VisitorState\x12\x38\n\x10\x65xpected_arrival\x18\x06 \x01(\x0b\x32\x1e.gatehouse.common.v1.TimeRange\"_\n\x14ListVisitorsResponse\x12.\n\x08visitors\x18\x01 \x03(\x0b\x32\x1c.gatehouse.access.v1.Visitor\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xfe\x01\n\x0c\x44oorSchedule\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x33\n\x04mode\x18\x02 \x01(\x0e\x32%.gatehouse.access.v1.DoorScheduleMode\x12<\n\x0fweekly_schedule\x18\x03 \x01(\x0b\x32#.gatehouse.access.v1.WeeklySchedule\x12\x0c\n\x04\x65tag\x18\x04 \x01(\t\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_by\x18\x06 \x01(\x0b\x32\x1a.gatehouse.common.v1.Actor\"a\n\x16SetDoorScheduleRequest\x12\x33\n\x08schedule\x18\x01 \x01(\x0b\x32!.gatehouse.access.v1.DoorSchedule\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"N\n\x17SetDoorScheduleResponse\x12\x33\n\x08schedule\x18\x01 \x01(\x0b\x32!.gatehouse.access.v1.DoorSchedule\"&\n\x16GetDoorScheduleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"N\n\x17GetDoorScheduleResponse\x12\x33\n\x08schedule\x18\x01 \x01(\x0b\x32!.gatehouse.access.v1.DoorSchedule\"\x92\x01\n\x0fOpenDoorRequest\x12\x0c\n\x04\x64oor\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x32\n\x0funlock_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x19\n\x11override_lockdown\x18\x04 \x01(\x08\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\x9b\x01\n\x10OpenDoorResponse\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12,\n\x08\x61\x63k_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brelock_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x61\x63\x63\x65ss_log_entry\x18\x04 \x01(\t\"\xdb\x02\n\tEmergency\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x02 \x01(\x08\x12\x30\n\x04mode\x18\x03 \x01(\x0e\x32\".gatehouse.access.v1.EmergencyMode\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x30\n\x0ctriggered_by\x18\x05 \x01(\x0b\x32\x1a.gatehouse.common.v1.Actor\x12\x30\n\x0ctrigger_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0csource_alert\x18\x07 \x01(\t\x12.\n\ncleared_by\x18\x08 \x01(\x0b\x32\x1a.gatehouse.common.v1.Actor\x12.\n\nclear_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63lear_reason\x18\n \x01(\t\"}\n\x17TriggerEmergencyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x04mode\x18\x02 \x01(\x0e\x32\".gatehouse.access.v1.EmergencyMode\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"k\n\x18TriggerEmergencyResponse\x12\x31\n\temergency\x18\x01 \x01(\x0b\x32\x1e.gatehouse.access.v1.Emergency\x12\x1c\n\x14unacknowledged_doors\x18\x02 \x03(\t\"I\n\x15\x43learEmergencyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"K\n\x16\x43learEmergencyResponse\x12\x31\n\temergency\x18\x01 \x01(\x0b\x32\x1e.gatehouse.access.v1.Emergency\"\xe6\x03\n\x0e\x41\x63\x63\x65ssLogEntry\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0fsequence_number\x18\x02 \x01(\x03\x12\x35\n\x04kind\x18\x03 \x01(\x0e\x32\'.gatehouse.access.v1.AccessLogEntryKind\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x64oor\x18\x05 \x01(\t\x12\x35\n\x08\x64\x65\x63ision\x18\x06 \x01(\x0e\x32#.gatehouse.access.v1.AccessDecision\x12\x34\n\x0b\x64\x65ny_reason\x18\x07 \x01(\x0e\x32\x1f.gatehouse.access.v1.DenyReason\x12\r\n\x05grant\x18\x08 \x01(\t\x12\x0e\n\x06holder\x18\t \x01(\t\x12)\n\x05\x61\x63tor\x18\n \x01(\x0b\x32\x1a.gatehouse.common.v1.Actor\x12\x0e\n\x06reason\x18\x0b \x01(\t\x12:\n\x0e\x65mergency_mode\x18\x0c \x01(\x0e\x32\".gatehouse.access.v1.EmergencyMode\x12\x10\n\x08\x65vent_id\x18\r \x01(\t\x12\x15\n\rprevious_hash\x18\x0e \x01(\x0c\x12\x12\n\nentry_hash\x18\x0f \x01(\x0c\"\xa1\x02\n\x15ListAccessLogsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0c\n\x04\x64oor\x18\x04 \x01(\t\x12\x0e\n\x06holder\x18\x05 \x01(\t\x12\x35\n\x08\x64\x65\x63ision\x18\x06 \x01(\x0e\x32#.gatehouse.access.v1.AccessDecision\x12\x32\n\ntime_range\x18\x07 \x01(\x0b\x32\x1e.gatehouse.common.v1.TimeRange\x12\x36\n\x05kinds\x18\x08 \x03(\x0e\x32\'.gatehouse.access.v1.AccessLogEntryKind\x12\x10\n\x08order_by\x18\t \x01(\t\"k\n\x16ListAccessLogsResponse\x12\x38\n\x0b\x61\x63\x63\x65ss_logs\x18\x01 \x03(\x0b\x32#.gatehouse.access.v1.AccessLogEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x83\x01\n\x15WatchAccessLogRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\r\n\x05\x64oors\x18\x02 \x03(\t\x12\x35\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0e\x32#.gatehouse.access.v1.AccessDecision\x12\x14\n\x0cresume_after\x18\x04 \x01(\t\"\x8b\x01\n\x16WatchAccessLogResponse\x12\x34\n\x05\x65ntry\x18\x01 \x01(\x0b\x32#.gatehouse.access.v1.AccessLogEntryH\x00\x12\x33\n\theartbeat\x18\x02 \x01(\x0b\x32\x1e.gatehouse.common.v1.HeartbeatH\x00\x42\x06\n\x04item\"A\n\x12\x41uditLogCheckpoint\x12\x17\n\x0fsequence_number\x18\x01 \x01(\x03\x12\x12\n\nentry_hash\x18\x02 \x01(\x0c\"\x93\x01\n\nChainBreak\x12\x31\n\x04kind\x18\x01 \x01(\x0e\x32#.gatehouse.access.v1.ChainBreakKind\x12\x17\n\x0fsequence_number\x18\x02 \x01(\x03\x12\r\n\x05\x65ntry\x18\x03 \x01(\t\x12\x15\n\rexpected_hash\x18\x04 \x01(\x0c\x12\x13\n\x0b\x61\x63tual_hash\x18\x05 \x01(\x0c\"\xa0\x01\n\x15VerifyAuditLogRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x1d\n\x15start_sequence_number\x18\x02 \x01(\x03\x12\x1b\n\x13\x65nd_sequence_number\x18\x03 \x01(\x03\x12;\n\ncheckpoint\x18\x04 \x01(\x0b\x32\'.gatehouse.access.v1.AuditLogCheckpoint\"\xaa\x01\n\x16VerifyAuditLogResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x17\n\x0f\x65ntries_checked\x18\x02 \x01(\x03\x12\x35\n\x04head\x18\x03 \x01(\x0b\x32\'.gatehouse.access.v1.AuditLogCheckpoint\x12\x34\n\x0b\x66irst_break\x18\x04 \x01(\x0b\x32\x1f.gatehouse.access.v1.ChainBreak*j\n\x0e\x41\x63\x63\x65ssDecision\x12\x1f\n\x1b\x41\x43\x43\x45SS_DECISION_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41\x43\x43\x45SS_DECISION_GRANTED\x10\x01\x12\x1a\n\x16\x41\x43\x43\x45SS_DECISION_DENIED\x10\x02*\xb5\x02\n\nDenyReason\x12\x1b\n\x17\x44\x45NY_REASON_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44\x45NY_REASON_UNKNOWN_PIN\x10\x01\x12\x17\n\x13\x44\x45NY_REASON_EXPIRED\x10\x02\x12\x1d\n\x19\x44\x45NY_REASON_NOT_YET_VALID\x10\x03\x12 \n\x1c\x44\x45NY_REASON_OUTSIDE_SCHEDULE\x10\x04\x12\x1a\n\x16\x44\x45NY_REASON_WRONG_DOOR\x10\x05\x12\x1e\n\x1a\x44\x45NY_REASON_USES_EXHAUSTED\x10\x06\x12\x17\n\x13\x44\x45NY_REASON_REVOKED\x10\x07\x12\x1a\n\x16\x44\x45NY_REASON_LOCKED_OUT\x10\x08\x12\"\n\x1e\x44\x45NY_REASON_EMERGENCY_LOCKDOWN\x10\t*k\n\rEmergencyMode\x12\x1e\n\x1a\x45MERGENCY_MODE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x45MERGENCY_MODE_UNLOCK_ALL\x10\x01\x12\x1b\n\x17\x45MERGENCY_MODE_LOCKDOWN\x10\x02*\xa7\x01\n\nGrantState\x12\x1b\n\x17GRANT_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12GRANT_STATE_ACTIVE\x10\x01\x12\x17\n\x13GRANT_STATE_PENDING\x10\x02\x12\x17\n\x13GRANT_STATE_EXPIRED\x10\x03\x12\x19\n\x15GRANT_STATE_EXHAUSTED\x10\x04\x12\x17\n\x13GRANT_STATE_REVOKED\x10\x05*\xa1\x01\n\x0cVisitorState\x12\x1d\n\x19VISITOR_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16VISITOR_STATE_EXPECTED\x10\x01\x12\x1c\n\x18VISITOR_STATE_CHECKED_IN\x10\x02\x12\x1d\n\x19VISITOR_STATE_CHECKED_OUT\x10\x03\x12\x19\n\x15VISITOR_STATE_EXPIRED\x10\x04*t\n\rCheckInMethod\x12\x1f\n\x1b\x43HECK_IN_METHOD_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43HECK_IN_METHOD_RECEPTION\x10\x01\x12#\n\x1f\x43HECK_IN_METHOD_INVITATION_CODE\x10\x02*\xb5\x01\n\x10\x44oorScheduleMode\x12\"\n\x1e\x44OOR_SCHEDULE_MODE_UNSPECIFIED\x10\x00\x12\"\n\x1e\x44OOR_SCHEDULE_MODE_PIN_ANYTIME\x10\x01\x12)\n%DOOR_SCHEDULE_MODE_PIN_DURING_WINDOWS\x10\x02\x12.\n*DOOR_SCHEDULE_MODE_UNLOCKED_DURING_WINDOWS\x10\x03*\x92\x02\n\x12\x41\x63\x63\x65ssLogEntryKind\x12%\n!ACCESS_LOG_ENTRY_KIND_UNSPECIFIED\x10\x00\x12%\n!ACCESS_LOG_ENTRY_KIND_PIN_ATTEMPT\x10\x01\x12%\n!ACCESS_LOG_ENTRY_KIND_REMOTE_OPEN\x10\x02\x12+\n\'ACCESS_LOG_ENTRY_KIND_KEYPAD_LOCKED_OUT\x10\x03\x12-\n)ACCESS_LOG_ENTRY_KIND_EMERGENCY_TRIGGERED\x10\x04\x12+\n\'ACCESS_LOG_ENTRY_KIND_EMERGENCY_CLEARED\x10\x05*\xf6\x01\n\x0e\x43hainBreakKind\x12 \n\x1c\x43HAIN_BREAK_KIND_UNSPECIFIED\x10\x00\x12(\n$CHAIN_BREAK_KIND_ENTRY_HASH_MISMATCH\x10\x01\x12+\n\'CHAIN_BREAK_KIND_PREVIOUS_HASH_MISMATCH\x10\x02\x12!\n\x1d\x43HAIN_BREAK_KIND_SEQUENCE_GAP\x10\x03\x12(\n$CHAIN_BREAK_KIND_CHECKPOINT_MISMATCH\x10\x04\x12\x1e\n\x1a\x43HAIN_BREAK_KIND_TRUNCATED\x10\x05\x32\xfd\x13\n\rAccessService\x12\x8c\x01\n\x08IssuePin\x12$.gatehouse.access.v1.IssuePinRequest\x1a%.gatehouse.access.v1.IssuePinResponse\"3\x82\xd3\xe4\x93\x02-\"(/v1/{parent=buildings/*}/grants:issuePin:\x01*\x12\x8d\x01\n\tRevokePin\x12%.gatehouse.access.v1.RevokePinRequest\x1a&.gatehouse.access.v1.RevokePinResponse\"1\x82\xd3\xe4\x93\x02+\"&/v1/{name=buildings/*/grants/*}:revoke:\x01*\x12\x97\x01\n\x0bValidatePin\x12\'.gatehouse.access.v1.ValidatePinRequest\x1a(.gatehouse.access.v1.ValidatePinResponse\"5\x82\xd3\xe4\x93\x02/\"*/v1/{door=buildings/*/doors/*}:validatePin:\x01*\x12\x86\x01\n\nListGrants\x12&.gatehouse.access.v1.ListGrantsRequest\x1a\'.gatehouse.access.v1.ListGrantsResponse\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/v1/{parent=buildings/*}/grants\x12\xa3\x01\n\x0fRegisterVisitor\x12+.gatehouse.access.v1.RegisterVisitorRequest\x1a,.gatehouse.access.v1.RegisterVisitorResponse\"5\x82\xd3\xe4\x93\x02/\"*/v1/{parent=buildings/*}/visitors:register:\x01*\x12\xcf\x01\n\x0e\x43heckInVisitor\x12*.gatehouse.access.v1.CheckInVisitorRequest\x1a+.gatehouse.access.v1.CheckInVisitorResponse\"d\x82\xd3\xe4\x93\x02^\")/v1/{name=buildings/*/visitors/*}:checkIn:\x01*Z.\")/v1/{parent=buildings/*}/visitors:checkIn:\x01*\x12\xa3\x01\n\x0f\x43heckOutVisitor\x12+.gatehouse.access.v1.CheckOutVisitorRequest\x1a,.gatehouse.access.v1.CheckOutVisitorResponse\"5\x82\xd3\xe4\x93\x02/\"*/v1/{name=buildings/*/visitors/*}:checkOut:\x01*\x12\x8e\x01\n\x0cListVisitors\x12(.gatehouse.access.v1.ListVisitorsRequest\x1a).gatehouse.access.v1.ListVisitorsResponse\")\x82\xd3\xe4\x93\x02#\x12!/v1/{parent=buildings/*}/visitors\x12\xad\x01\n\x0fSetDoorSchedule\x12+.gatehouse.access.v1.SetDoorScheduleRequest\x1a,.gatehouse.access.v1.SetDoorScheduleResponse\"?\x82\xd3\xe4\x93\x02\x39\"4/v1/{schedule.name=buildings/*/doors/*/schedule}:set:\x01*\x12\x9d\x01\n\x0fGetDoorSchedule\x12+.gatehouse.access.v1.GetDoorScheduleRequest\x1a,.gatehouse.access.v1.GetDoorScheduleResponse\"/\x82\xd3\xe4\x93\x02)\x12\'/v1/{name=buildings/*/doors/*/schedule}\x12\x87\x01\n\x08OpenDoor\x12$.gatehouse.access.v1.OpenDoorRequest\x1a%.gatehouse.access.v1.OpenDoorResponse\".\x82\xd3\xe4\x93\x02(\"#/v1/{door=buildings/*/doors/*}:open:\x01*\x12\xa4\x01\n\x10TriggerEmergency\x12,.gatehouse.access.v1.TriggerEmergencyRequest\x1a-.gatehouse.access.v1.TriggerEmergencyResponse\"3\x82\xd3\xe4\x93\x02-\"(/v1/{name=buildings/*/emergency}:trigger:\x01*\x12\x9c\x01\n\x0e\x43learEmergency\x12*.gatehouse.access.v1.ClearEmergencyRequest\x1a+.gatehouse.access.v1.ClearEmergencyResponse\"1\x82\xd3\xe4\x93\x02+\"&/v1/{name=buildings/*/emergency}:clear:\x01*\x12\x96\x01\n\x0eListAccessLogs\x12*.gatehouse.access.v1.ListAccessLogsRequest\x1a+.gatehouse.access.v1.ListAccessLogsResponse\"+\x82\xd3\xe4\x93\x02%\x12#/v1/{parent=buildings/*}/accessLogs\x12\x9e\x01\n\x0eWatchAccessLog\x12*.gatehouse.access.v1.WatchAccessLogRequest\x1a+.gatehouse.access.v1.WatchAccessLogResponse\"1\x82\xd3\xe4\x93\x02+\x12)/v1/{parent=buildings/*}/accessLogs:watch0\x01\x12\xa0\x01\n\x0eVerifyAuditLog\x12*.gatehouse.access.v1.VerifyAuditLogRequest\x1a+.gatehouse.access.v1.VerifyAuditLogResponse\"5\x82\xd3\xe4\x93\x02/\"*/v1/{parent=buildings/*}/accessLogs:verify:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n gatehouse/access/v1/access.proto\x12\x13gatehouse.access.v1\x1a\'gatehouse/common/v1/authorization.proto\x1a gatehouse/common/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16google/type/date.proto\x1a\x1bgoogle/type/dayofweek.proto\x1a\x1bgoogle/type/timeofday.proto\"\x89\x01\n\x0cWeeklyWindow\x12#\n\x03\x64\x61y\x18\x01 \x01(\x0e\x32\x16.google.type.DayOfWeek\x12*\n\nstart_time\x18\x02 \x01(\x0b\x32\x16.google.type.TimeOfDay\x12(\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x16.google.type.TimeOfDay\"a\n\tDayWindow\x12*\n\nstart_time\x18\x01 \x01(\x0b\x32\x16.google.type.TimeOfDay\x12(\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x16.google.type.TimeOfDay\"z\n\x10HolidayException\x12\x1f\n\x04\x64\x61te\x18\x01 \x01(\x0b\x32\x11.google.type.Date\x12/\n\x07windows\x18\x02 \x03(\x0b\x32\x1e.gatehouse.access.v1.DayWindow\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\"\x90\x01\n\x0eWeeklySchedule\x12\x11\n\ttime_zone\x18\x01 \x01(\t\x12\x32\n\x07windows\x18\x02 \x03(\x0b\x32!.gatehouse.access.v1.WeeklyWindow\x12\x37\n\x08holidays\x18\x03 \x03(\x0b\x32%.gatehouse.access.v1.HolidayException\"\x93\x04\n\x05Grant\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06holder\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\r\n\x05\x64oors\x18\x04 \x03(\t\x12\x30\n\x08validity\x18\x05 \x01(\x0b\x32\x1e.gatehouse.common.v1.TimeRange\x12\x35\n\x08schedule\x18\x06 \x01(\x0b\x32#.gatehouse.access.v1.WeeklySchedule\x12\x10\n\x08max_uses\x18\x07 \x01(\x05\x12\x11\n\tuse_count\x18\x08 \x01(\x05\x12.\n\x05state\x18\t \x01(\x0e\x32\x1f.gatehouse.access.v1.GrantState\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tissued_by\x18\x0b \x01(\x0b\x32\x1a.gatehouse.common.v1.Actor\x12\x31\n\rlast_use_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_by\x18\x0e \x01(\x0b\x32\x1a.gatehouse.common.v1.Actor\x12\x15\n\rrevoke_reason\x18\x0f \x01(\t\"t\n\x0fIssuePinRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12)\n\x05grant\x18\x02 \x01(\x0b\x32\x1a.gatehouse.access.v1.Grant\x12\x12\n\npin_length\x18\x03 \x01(\x05\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"J\n\x10IssuePinResponse\x12\x0b\n\x03pin\x18\x01 \x01(\t\x12)\n\x05grant\x18\x02 \x01(\x0b\x32\x1a.gatehouse.access.v1.Grant\"D\n\x10RevokePinRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\">\n\x11RevokePinResponse\x12)\n\x05grant\x18\x01 \x01(\x0b\x32\x1a.gatehouse.access.v1.Grant\"C\n\x12ValidatePinRequest\x12\x0c\n\x04\x64oor\x18\x01 \x01(\t\x12\x0b\n\x03pin\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"\xd2\x01\n\x13ValidatePinResponse\x12\x35\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32#.gatehouse.access.v1.AccessDecision\x12\x34\n\x0b\x64\x65ny_reason\x18\x02 \x01(\x0e\x32\x1f.gatehouse.access.v1.DenyReason\x12\x18\n\x10\x61\x63\x63\x65ss_log_entry\x18\x03 \x01(\t\x12\x34\n\x10lockout_end_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x99\x01\n\x11ListGrantsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0e\n\x06holder\x18\x04 \x01(\t\x12\x0c\n\x04\x64oor\x18\x05 \x01(\t\x12/\n\x06states\x18\x06 \x03(\x0e\x32\x1f.gatehouse.access.v1.GrantState\"Y\n\x12ListGrantsResponse\x12*\n\x06grants\x18\x01 \x03(\x0b\x32\x1a.gatehouse.access.v1.Grant\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa9\x04\n\x07Visitor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0f\n\x07\x63ompany\x18\x03 \x01(\t\x12\x0c\n\x04host\x18\x04 \x01(\t\x12\x39\n\x15\x65xpected_arrival_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x17\x65xpected_departure_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x64oors\x18\x07 \x03(\t\x12\x0c\n\x04note\x18\x08 \x01(\t\x12\x30\n\x05state\x18\t \x01(\x0e\x32!.gatehouse.access.v1.VisitorState\x12:\n\x16invitation_expire_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05grant\x18\x0b \x01(\t\x12\x31\n\rcheck_in_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63heck_out_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rregistered_by\x18\x0f \x01(\x0b\x32\x1a.gatehouse.common.v1.Actor\"k\n\x16RegisterVisitorRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12-\n\x07visitor\x18\x02 \x01(\x0b\x32\x1c.gatehouse.access.v1.Visitor\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"a\n\x17RegisterVisitorResponse\x12-\n\x07visitor\x18\x01 \x01(\x0b\x32\x1c.gatehouse.access.v1.Visitor\x12\x17\n\x0finvitation_code\x18\x02 \x01(\t\"b\n\x15\x43heckInVisitorRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06parent\x18\x02 \x01(\t\x12\x17\n\x0finvitation_code\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\x7f\n\x16\x43heckInVisitorResponse\x12-\n\x07visitor\x18\x01 \x01(\x0b\x32\x1c.gatehouse.access.v1.Visitor\x12)\n\x05grant\x18\x02 \x01(\x0b\x32\x1a.gatehouse.access.v1.Grant\x12\x0b\n\x03pin\x18\x03 \x01(\t\":\n\x16\x43heckOutVisitorRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"H\n\x17\x43heckOutVisitorResponse\x12-\n\x07visitor\x18\x01 \x01(\x0b\x32\x1c.gatehouse.access.v1.Visitor\"\xc7\x01\n\x13ListVisitorsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0c\n\x04host\x18\x04 \x01(\t\x12\x31\n\x06states\x18\x05 \x03(\x0e\x32!.gatehouse.access.v1.VisitorState\x12\x38\n\x10\x65xpected_arrival\x18\x06 \x01(\x0b\x32\x1e.gatehouse.common.v1.TimeRange\"_\n\x14ListVisitorsResponse\x12.\n\x08visitors\x18\x01 \x03(\x0b\x32\x1c.gatehouse.access.v1.Visitor\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xfe\x01\n\x0c\x44oorSchedule\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x33\n\x04mode\x18\x02 \x01(\x0e\x32%.gatehouse.access.v1.DoorScheduleMode\x12<\n\x0fweekly_schedule\x18\x03 \x01(\x0b\x32#.gatehouse.access.v1.WeeklySchedule\x12\x0c\n\x04\x65tag\x18\x04 \x01(\t\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_by\x18\x06 \x01(\x0b\x32\x1a.gatehouse.common.v1.Actor\"a\n\x16SetDoorScheduleRequest\x12\x33\n\x08schedule\x18\x01 \x01(\x0b\x32!.gatehouse.access.v1.DoorSchedule\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"N\n\x17SetDoorScheduleResponse\x12\x33\n\x08schedule\x18\x01 \x01(\x0b\x32!.gatehouse.access.v1.DoorSchedule\"&\n\x16GetDoorScheduleRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"N\n\x17GetDoorScheduleResponse\x12\x33\n\x08schedule\x18\x01 \x01(\x0b\x32!.gatehouse.access.v1.DoorSchedule\"\x92\x01\n\x0fOpenDoorRequest\x12\x0c\n\x04\x64oor\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x32\n\x0funlock_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x19\n\x11override_lockdown\x18\x04 \x01(\x08\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\x9b\x01\n\x10OpenDoorResponse\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12,\n\x08\x61\x63k_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brelock_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x61\x63\x63\x65ss_log_entry\x18\x04 \x01(\t\"\xdb\x02\n\tEmergency\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x02 \x01(\x08\x12\x30\n\x04mode\x18\x03 \x01(\x0e\x32\".gatehouse.access.v1.EmergencyMode\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x30\n\x0ctriggered_by\x18\x05 \x01(\x0b\x32\x1a.gatehouse.common.v1.Actor\x12\x30\n\x0ctrigger_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0csource_alert\x18\x07 \x01(\t\x12.\n\ncleared_by\x18\x08 \x01(\x0b\x32\x1a.gatehouse.common.v1.Actor\x12.\n\nclear_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x63lear_reason\x18\n \x01(\t\"}\n\x17TriggerEmergencyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x04mode\x18\x02 \x01(\x0e\x32\".gatehouse.access.v1.EmergencyMode\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"k\n\x18TriggerEmergencyResponse\x12\x31\n\temergency\x18\x01 \x01(\x0b\x32\x1e.gatehouse.access.v1.Emergency\x12\x1c\n\x14unacknowledged_doors\x18\x02 \x03(\t\"I\n\x15\x43learEmergencyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"K\n\x16\x43learEmergencyResponse\x12\x31\n\temergency\x18\x01 \x01(\x0b\x32\x1e.gatehouse.access.v1.Emergency\"\xe6\x03\n\x0e\x41\x63\x63\x65ssLogEntry\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0fsequence_number\x18\x02 \x01(\x03\x12\x35\n\x04kind\x18\x03 \x01(\x0e\x32\'.gatehouse.access.v1.AccessLogEntryKind\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x64oor\x18\x05 \x01(\t\x12\x35\n\x08\x64\x65\x63ision\x18\x06 \x01(\x0e\x32#.gatehouse.access.v1.AccessDecision\x12\x34\n\x0b\x64\x65ny_reason\x18\x07 \x01(\x0e\x32\x1f.gatehouse.access.v1.DenyReason\x12\r\n\x05grant\x18\x08 \x01(\t\x12\x0e\n\x06holder\x18\t \x01(\t\x12)\n\x05\x61\x63tor\x18\n \x01(\x0b\x32\x1a.gatehouse.common.v1.Actor\x12\x0e\n\x06reason\x18\x0b \x01(\t\x12:\n\x0e\x65mergency_mode\x18\x0c \x01(\x0e\x32\".gatehouse.access.v1.EmergencyMode\x12\x10\n\x08\x65vent_id\x18\r \x01(\t\x12\x15\n\rprevious_hash\x18\x0e \x01(\x0c\x12\x12\n\nentry_hash\x18\x0f \x01(\x0c\"\xa1\x02\n\x15ListAccessLogsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0c\n\x04\x64oor\x18\x04 \x01(\t\x12\x0e\n\x06holder\x18\x05 \x01(\t\x12\x35\n\x08\x64\x65\x63ision\x18\x06 \x01(\x0e\x32#.gatehouse.access.v1.AccessDecision\x12\x32\n\ntime_range\x18\x07 \x01(\x0b\x32\x1e.gatehouse.common.v1.TimeRange\x12\x36\n\x05kinds\x18\x08 \x03(\x0e\x32\'.gatehouse.access.v1.AccessLogEntryKind\x12\x10\n\x08order_by\x18\t \x01(\t\"k\n\x16ListAccessLogsResponse\x12\x38\n\x0b\x61\x63\x63\x65ss_logs\x18\x01 \x03(\x0b\x32#.gatehouse.access.v1.AccessLogEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x83\x01\n\x15WatchAccessLogRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\r\n\x05\x64oors\x18\x02 \x03(\t\x12\x35\n\x08\x64\x65\x63ision\x18\x03 \x01(\x0e\x32#.gatehouse.access.v1.AccessDecision\x12\x14\n\x0cresume_after\x18\x04 \x01(\t\"\x8b\x01\n\x16WatchAccessLogResponse\x12\x34\n\x05\x65ntry\x18\x01 \x01(\x0b\x32#.gatehouse.access.v1.AccessLogEntryH\x00\x12\x33\n\theartbeat\x18\x02 \x01(\x0b\x32\x1e.gatehouse.common.v1.HeartbeatH\x00\x42\x06\n\x04item\"A\n\x12\x41uditLogCheckpoint\x12\x17\n\x0fsequence_number\x18\x01 \x01(\x03\x12\x12\n\nentry_hash\x18\x02 \x01(\x0c\"\x93\x01\n\nChainBreak\x12\x31\n\x04kind\x18\x01 \x01(\x0e\x32#.gatehouse.access.v1.ChainBreakKind\x12\x17\n\x0fsequence_number\x18\x02 \x01(\x03\x12\r\n\x05\x65ntry\x18\x03 \x01(\t\x12\x15\n\rexpected_hash\x18\x04 \x01(\x0c\x12\x13\n\x0b\x61\x63tual_hash\x18\x05 \x01(\x0c\"\xa0\x01\n\x15VerifyAuditLogRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x1d\n\x15start_sequence_number\x18\x02 \x01(\x03\x12\x1b\n\x13\x65nd_sequence_number\x18\x03 \x01(\x03\x12;\n\ncheckpoint\x18\x04 \x01(\x0b\x32\'.gatehouse.access.v1.AuditLogCheckpoint\"\xaa\x01\n\x16VerifyAuditLogResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x17\n\x0f\x65ntries_checked\x18\x02 \x01(\x03\x12\x35\n\x04head\x18\x03 \x01(\x0b\x32\'.gatehouse.access.v1.AuditLogCheckpoint\x12\x34\n\x0b\x66irst_break\x18\x04 \x01(\x0b\x32\x1f.gatehouse.access.v1.ChainBreak*j\n\x0e\x41\x63\x63\x65ssDecision\x12\x1f\n\x1b\x41\x43\x43\x45SS_DECISION_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41\x43\x43\x45SS_DECISION_GRANTED\x10\x01\x12\x1a\n\x16\x41\x43\x43\x45SS_DECISION_DENIED\x10\x02*\xb5\x02\n\nDenyReason\x12\x1b\n\x17\x44\x45NY_REASON_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44\x45NY_REASON_UNKNOWN_PIN\x10\x01\x12\x17\n\x13\x44\x45NY_REASON_EXPIRED\x10\x02\x12\x1d\n\x19\x44\x45NY_REASON_NOT_YET_VALID\x10\x03\x12 \n\x1c\x44\x45NY_REASON_OUTSIDE_SCHEDULE\x10\x04\x12\x1a\n\x16\x44\x45NY_REASON_WRONG_DOOR\x10\x05\x12\x1e\n\x1a\x44\x45NY_REASON_USES_EXHAUSTED\x10\x06\x12\x17\n\x13\x44\x45NY_REASON_REVOKED\x10\x07\x12\x1a\n\x16\x44\x45NY_REASON_LOCKED_OUT\x10\x08\x12\"\n\x1e\x44\x45NY_REASON_EMERGENCY_LOCKDOWN\x10\t*k\n\rEmergencyMode\x12\x1e\n\x1a\x45MERGENCY_MODE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x45MERGENCY_MODE_UNLOCK_ALL\x10\x01\x12\x1b\n\x17\x45MERGENCY_MODE_LOCKDOWN\x10\x02*\xa7\x01\n\nGrantState\x12\x1b\n\x17GRANT_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12GRANT_STATE_ACTIVE\x10\x01\x12\x17\n\x13GRANT_STATE_PENDING\x10\x02\x12\x17\n\x13GRANT_STATE_EXPIRED\x10\x03\x12\x19\n\x15GRANT_STATE_EXHAUSTED\x10\x04\x12\x17\n\x13GRANT_STATE_REVOKED\x10\x05*\xa1\x01\n\x0cVisitorState\x12\x1d\n\x19VISITOR_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16VISITOR_STATE_EXPECTED\x10\x01\x12\x1c\n\x18VISITOR_STATE_CHECKED_IN\x10\x02\x12\x1d\n\x19VISITOR_STATE_CHECKED_OUT\x10\x03\x12\x19\n\x15VISITOR_STATE_EXPIRED\x10\x04*t\n\rCheckInMethod\x12\x1f\n\x1b\x43HECK_IN_METHOD_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43HECK_IN_METHOD_RECEPTION\x10\x01\x12#\n\x1f\x43HECK_IN_METHOD_INVITATION_CODE\x10\x02*\xb5\x01\n\x10\x44oorScheduleMode\x12\"\n\x1e\x44OOR_SCHEDULE_MODE_UNSPECIFIED\x10\x00\x12\"\n\x1e\x44OOR_SCHEDULE_MODE_PIN_ANYTIME\x10\x01\x12)\n%DOOR_SCHEDULE_MODE_PIN_DURING_WINDOWS\x10\x02\x12.\n*DOOR_SCHEDULE_MODE_UNLOCKED_DURING_WINDOWS\x10\x03*\x92\x02\n\x12\x41\x63\x63\x65ssLogEntryKind\x12%\n!ACCESS_LOG_ENTRY_KIND_UNSPECIFIED\x10\x00\x12%\n!ACCESS_LOG_ENTRY_KIND_PIN_ATTEMPT\x10\x01\x12%\n!ACCESS_LOG_ENTRY_KIND_REMOTE_OPEN\x10\x02\x12+\n\'ACCESS_LOG_ENTRY_KIND_KEYPAD_LOCKED_OUT\x10\x03\x12-\n)ACCESS_LOG_ENTRY_KIND_EMERGENCY_TRIGGERED\x10\x04\x12+\n\'ACCESS_LOG_ENTRY_KIND_EMERGENCY_CLEARED\x10\x05*\xf6\x01\n\x0e\x43hainBreakKind\x12 \n\x1c\x43HAIN_BREAK_KIND_UNSPECIFIED\x10\x00\x12(\n$CHAIN_BREAK_KIND_ENTRY_HASH_MISMATCH\x10\x01\x12+\n\'CHAIN_BREAK_KIND_PREVIOUS_HASH_MISMATCH\x10\x02\x12!\n\x1d\x43HAIN_BREAK_KIND_SEQUENCE_GAP\x10\x03\x12(\n$CHAIN_BREAK_KIND_CHECKPOINT_MISMATCH\x10\x04\x12\x1e\n\x1a\x43HAIN_BREAK_KIND_TRUNCATED\x10\x05\x32\xf8\x16\n\rAccessService\x12\xa3\x01\n\x08IssuePin\x12$.gatehouse.access.v1.IssuePinRequest\x1a%.gatehouse.access.v1.IssuePinResponse\"J\x8a\xb5\x18\x13\x1a\x11\x61\x63\x63\x65ss.pins.issue\x82\xd3\xe4\x93\x02-\"(/v1/{parent=buildings/*}/grants:issuePin:\x01*\x12\xa5\x01\n\tRevokePin\x12%.gatehouse.access.v1.RevokePinRequest\x1a&.gatehouse.access.v1.RevokePinResponse\"I\x8a\xb5\x18\x14\x1a\x12\x61\x63\x63\x65ss.pins.revoke\x82\xd3\xe4\x93\x02+\"&/v1/{name=buildings/*/grants/*}:revoke:\x01*\x12\x9d\x01\n\x0bValidatePin\x12\'.gatehouse.access.v1.ValidatePinRequest\x1a(.gatehouse.access.v1.ValidatePinResponse\";\x8a\xb5\x18\x02(\x01\x82\xd3\xe4\x93\x02/\"*/v1/{door=buildings/*/doors/*}:validatePin:\x01*\x12\x9e\x01\n\nListGrants\x12&.gatehouse.access.v1.ListGrantsRequest\x1a\'.gatehouse.access.v1.ListGrantsResponse\"?\x8a\xb5\x18\x14\x1a\x12\x61\x63\x63\x65ss.grants.read\x82\xd3\xe4\x93\x02!\x12\x1f/v1/{parent=buildings/*}/grants\x12\xc1\x01\n\x0fRegisterVisitor\x12+.gatehouse.access.v1.RegisterVisitorRequest\x1a,.gatehouse.access.v1.RegisterVisitorResponse\"S\x8a\xb5\x18\x1a\x1a\x18\x61\x63\x63\x65ss.visitors.register\x82\xd3\xe4\x93\x02/\"*/v1/{parent=buildings/*}/visitors:register:\x01*\x12\xee\x01\n\x0e\x43heckInVisitor\x12*.gatehouse.access.v1.CheckInVisitorRequest\x1a+.gatehouse.access.v1.CheckInVisitorResponse\"\x82\x01\x8a\xb5\x18\x1a\x1a\x18\x61\x63\x63\x65ss.visitors.check_in\x82\xd3\xe4\x93\x02^\")/v1/{name=buildings/*/visitors/*}:checkIn:\x01*Z.\")/v1/{parent=buildings/*}/visitors:checkIn:\x01*\x12\xc2\x01\n\x0f\x43heckOutVisitor\x12+.gatehouse.access.v1.CheckOutVisitorRequest\x1a,.gatehouse.access.v1.CheckOutVisitorResponse\"T\x8a\xb5\x18\x1b\x1a\x19\x61\x63\x63\x65ss.visitors.check_out\x82\xd3\xe4\x93\x02/\"*/v1/{name=buildings/*/visitors/*}:checkOut:\x01*\x12\xa8\x01\n\x0cListVisitors\x12(.gatehouse.access.v1.ListVisitorsRequest\x1a).gatehouse.access.v1.ListVisitorsResponse\"C\x8a\xb5\x18\x16\x1a\x14\x61\x63\x63\x65ss.visitors.read\x82\xd3\xe4\x93\x02#\x12!/v1/{parent=buildings/*}/visitors\x12\xc9\x01\n\x0fSetDoorSchedule\x12+.gatehouse.access.v1.SetDoorScheduleRequest\x1a,.gatehouse.access.v1.SetDoorScheduleResponse\"[\x8a\xb5\x18\x18\x1a\x16\x61\x63\x63\x65ss.schedules.write\x82\xd3\xe4\x93\x02\x39\"4/v1/{schedule.name=buildings/*/doors/*/schedule}:set:\x01*\x12\xb8\x01\n\x0fGetDoorSchedule\x12+.gatehouse.access.v1.GetDoorScheduleRequest\x1a,.gatehouse.access.v1.GetDoorScheduleResponse\"J\x8a\xb5\x18\x17\x1a\x15\x61\x63\x63\x65ss.schedules.read\x82\xd3\xe4\x93\x02)\x12\'/v1/{name=buildings/*/doors/*/schedule}\x12\x98\x01\n\x08OpenDoor\x12$.gatehouse.access.v1.OpenDoorRequest\x1a%.gatehouse.access.v1.OpenDoorResponse\"?\x8a\xb5\x18\r\x1a\x0b\x61\x63\x63\x65ss.open\x82\xd3\xe4\x93\x02(\"#/v1/{door=buildings/*/doors/*}:open:\x01*\x12\xba\x01\n\x10TriggerEmergency\x12,.gatehouse.access.v1.TriggerEmergencyRequest\x1a-.gatehouse.access.v1.TriggerEmergencyResponse\"I\x8a\xb5\x18\x12\x1a\x10\x61\x63\x63\x65ss.emergency\x82\xd3\xe4\x93\x02-\"(/v1/{name=buildings/*/emergency}:trigger:\x01*\x12\xb2\x01\n\x0e\x43learEmergency\x12*.gatehouse.access.v1.ClearEmergencyRequest\x1a+.gatehouse.access.v1.ClearEmergencyResponse\"G\x8a\xb5\x18\x12\x1a\x10\x61\x63\x63\x65ss.emergency\x82\xd3\xe4\x93\x02+\"&/v1/{name=buildings/*/emergency}:clear:\x01*\x12\xac\x01\n\x0eListAccessLogs\x12*.gatehouse.access.v1.ListAccessLogsRequest\x1a+.gatehouse.access.v1.ListAccessLogsResponse\"A\x8a\xb5\x18\x12\x1a\x10\x61\x63\x63\x65ss.logs.read\x82\xd3\xe4\x93\x02%\x12#/v1/{parent=buildings/*}/accessLogs\x12\xb4\x01\n\x0eWatchAccessLog\x12*.gatehouse.access.v1.WatchAccessLogRequest\x1a+.gatehouse.access.v1.WatchAccessLogResponse\"G\x8a\xb5\x18\x12\x1a\x10\x61\x63\x63\x65ss.logs.read\x82\xd3\xe4\x93\x02+\x12)/v1/{parent=buildings/*}/accessLogs:watch0\x01\x12\xb8\x01\n\x0eVerifyAuditLog\x12*.gatehouse.access.v1.VerifyAuditLogRequest\x1a+.gatehouse.access.v1.VerifyAuditLogResponse\"M\x8a\xb5\x18\x14\x1a\x12\x61\x63\x63\x65ss.logs.verify\x82\xd3\xe4\x93\x02/\"*/v1/{parent=buildings/*}/accessLogs:verify:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,141 +40,141 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gatehouse.access.v1.access_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ACCESSSERVICE'].methods_by_name['IssuePin']._loaded_options = None
-  _globals['_ACCESSSERVICE'].methods_by_name['IssuePin']._serialized_options = b'\202\323\344\223\002-\"(/v1/{parent=buildings/*}/grants:issuePin:\001*'
+  _globals['_ACCESSSERVICE'].methods_by_name['IssuePin']._serialized_options = b'\212\265\030\023\032\021access.pins.issue\202\323\344\223\002-\"(/v1/{parent=buildings/*}/grants:issuePin:\001*'
   _globals['_ACCESSSERVICE'].methods_by_name['RevokePin']._loaded_options = None
-  _globals['_ACCESSSERVICE'].methods_by_name['RevokePin']._serialized_options = b'\202\323\344\223\002+\"&/v1/{name=buildings/*/grants/*}:revoke:\001*'
+  _globals['_ACCESSSERVICE'].methods_by_name['RevokePin']._serialized_options = b'\212\265\030\024\032\022access.pins.revoke\202\323\344\223\002+\"&/v1/{name=buildings/*/grants/*}:revoke:\001*'
   _globals['_ACCESSSERVICE'].methods_by_name['ValidatePin']._loaded_options = None
-  _globals['_ACCESSSERVICE'].methods_by_name['ValidatePin']._serialized_options = b'\202\323\344\223\002/\"*/v1/{door=buildings/*/doors/*}:validatePin:\001*'
+  _globals['_ACCESSSERVICE'].methods_by_name['ValidatePin']._serialized_options = b'\212\265\030\002(\001\202\323\344\223\002/\"*/v1/{door=buildings/*/doors/*}:validatePin:\001*'
   _globals['_ACCESSSERVICE'].methods_by_name['ListGrants']._loaded_options = None
-  _globals['_ACCESSSERVICE'].methods_by_name['ListGrants']._serialized_options = b'\202\323\344\223\002!\022\037/v1/{parent=buildings/*}/grants'
+  _globals['_ACCESSSERVICE'].methods_by_name['ListGrants']._serialized_options = b'\212\265\030\024\032\022access.grants.read\202\323\344\223\002!\022\037/v1/{parent=buildings/*}/grants'
   _globals['_ACCESSSERVICE'].methods_by_name['RegisterVisitor']._loaded_options = None
-  _globals['_ACCESSSERVICE'].methods_by_name['RegisterVisitor']._serialized_options = b'\202\323\344\223\002/\"*/v1/{parent=buildings/*}/visitors:register:\001*'
+  _globals['_ACCESSSERVICE'].methods_by_name['RegisterVisitor']._serialized_options = b'\212\265\030\032\032\030access.visitors.register\202\323\344\223\002/\"*/v1/{parent=buildings/*}/visitors:register:\001*'
   _globals['_ACCESSSERVICE'].methods_by_name['CheckInVisitor']._loaded_options = None
-  _globals['_ACCESSSERVICE'].methods_by_name['CheckInVisitor']._serialized_options = b'\202\323\344\223\002^\")/v1/{name=buildings/*/visitors/*}:checkIn:\001*Z.\")/v1/{parent=buildings/*}/visitors:checkIn:\001*'
+  _globals['_ACCESSSERVICE'].methods_by_name['CheckInVisitor']._serialized_options = b'\212\265\030\032\032\030access.visitors.check_in\202\323\344\223\002^\")/v1/{name=buildings/*/visitors/*}:checkIn:\001*Z.\")/v1/{parent=buildings/*}/visitors:checkIn:\001*'
   _globals['_ACCESSSERVICE'].methods_by_name['CheckOutVisitor']._loaded_options = None
-  _globals['_ACCESSSERVICE'].methods_by_name['CheckOutVisitor']._serialized_options = b'\202\323\344\223\002/\"*/v1/{name=buildings/*/visitors/*}:checkOut:\001*'
+  _globals['_ACCESSSERVICE'].methods_by_name['CheckOutVisitor']._serialized_options = b'\212\265\030\033\032\031access.visitors.check_out\202\323\344\223\002/\"*/v1/{name=buildings/*/visitors/*}:checkOut:\001*'
   _globals['_ACCESSSERVICE'].methods_by_name['ListVisitors']._loaded_options = None
-  _globals['_ACCESSSERVICE'].methods_by_name['ListVisitors']._serialized_options = b'\202\323\344\223\002#\022!/v1/{parent=buildings/*}/visitors'
+  _globals['_ACCESSSERVICE'].methods_by_name['ListVisitors']._serialized_options = b'\212\265\030\026\032\024access.visitors.read\202\323\344\223\002#\022!/v1/{parent=buildings/*}/visitors'
   _globals['_ACCESSSERVICE'].methods_by_name['SetDoorSchedule']._loaded_options = None
-  _globals['_ACCESSSERVICE'].methods_by_name['SetDoorSchedule']._serialized_options = b'\202\323\344\223\0029\"4/v1/{schedule.name=buildings/*/doors/*/schedule}:set:\001*'
+  _globals['_ACCESSSERVICE'].methods_by_name['SetDoorSchedule']._serialized_options = b'\212\265\030\030\032\026access.schedules.write\202\323\344\223\0029\"4/v1/{schedule.name=buildings/*/doors/*/schedule}:set:\001*'
   _globals['_ACCESSSERVICE'].methods_by_name['GetDoorSchedule']._loaded_options = None
-  _globals['_ACCESSSERVICE'].methods_by_name['GetDoorSchedule']._serialized_options = b'\202\323\344\223\002)\022\'/v1/{name=buildings/*/doors/*/schedule}'
+  _globals['_ACCESSSERVICE'].methods_by_name['GetDoorSchedule']._serialized_options = b'\212\265\030\027\032\025access.schedules.read\202\323\344\223\002)\022\'/v1/{name=buildings/*/doors/*/schedule}'
   _globals['_ACCESSSERVICE'].methods_by_name['OpenDoor']._loaded_options = None
-  _globals['_ACCESSSERVICE'].methods_by_name['OpenDoor']._serialized_options = b'\202\323\344\223\002(\"#/v1/{door=buildings/*/doors/*}:open:\001*'
+  _globals['_ACCESSSERVICE'].methods_by_name['OpenDoor']._serialized_options = b'\212\265\030\r\032\013access.open\202\323\344\223\002(\"#/v1/{door=buildings/*/doors/*}:open:\001*'
   _globals['_ACCESSSERVICE'].methods_by_name['TriggerEmergency']._loaded_options = None
-  _globals['_ACCESSSERVICE'].methods_by_name['TriggerEmergency']._serialized_options = b'\202\323\344\223\002-\"(/v1/{name=buildings/*/emergency}:trigger:\001*'
+  _globals['_ACCESSSERVICE'].methods_by_name['TriggerEmergency']._serialized_options = b'\212\265\030\022\032\020access.emergency\202\323\344\223\002-\"(/v1/{name=buildings/*/emergency}:trigger:\001*'
   _globals['_ACCESSSERVICE'].methods_by_name['ClearEmergency']._loaded_options = None
-  _globals['_ACCESSSERVICE'].methods_by_name['ClearEmergency']._serialized_options = b'\202\323\344\223\002+\"&/v1/{name=buildings/*/emergency}:clear:\001*'
+  _globals['_ACCESSSERVICE'].methods_by_name['ClearEmergency']._serialized_options = b'\212\265\030\022\032\020access.emergency\202\323\344\223\002+\"&/v1/{name=buildings/*/emergency}:clear:\001*'
   _globals['_ACCESSSERVICE'].methods_by_name['ListAccessLogs']._loaded_options = None
-  _globals['_ACCESSSERVICE'].methods_by_name['ListAccessLogs']._serialized_options = b'\202\323\344\223\002%\022#/v1/{parent=buildings/*}/accessLogs'
+  _globals['_ACCESSSERVICE'].methods_by_name['ListAccessLogs']._serialized_options = b'\212\265\030\022\032\020access.logs.read\202\323\344\223\002%\022#/v1/{parent=buildings/*}/accessLogs'
   _globals['_ACCESSSERVICE'].methods_by_name['WatchAccessLog']._loaded_options = None
-  _globals['_ACCESSSERVICE'].methods_by_name['WatchAccessLog']._serialized_options = b'\202\323\344\223\002+\022)/v1/{parent=buildings/*}/accessLogs:watch'
+  _globals['_ACCESSSERVICE'].methods_by_name['WatchAccessLog']._serialized_options = b'\212\265\030\022\032\020access.logs.read\202\323\344\223\002+\022)/v1/{parent=buildings/*}/accessLogs:watch'
   _globals['_ACCESSSERVICE'].methods_by_name['VerifyAuditLog']._loaded_options = None
-  _globals['_ACCESSSERVICE'].methods_by_name['VerifyAuditLog']._serialized_options = b'\202\323\344\223\002/\"*/v1/{parent=buildings/*}/accessLogs:verify:\001*'
-  _globals['_ACCESSDECISION']._serialized_start=6915
-  _globals['_ACCESSDECISION']._serialized_end=7021
-  _globals['_DENYREASON']._serialized_start=7024
-  _globals['_DENYREASON']._serialized_end=7333
-  _globals['_EMERGENCYMODE']._serialized_start=7335
-  _globals['_EMERGENCYMODE']._serialized_end=7442
-  _globals['_GRANTSTATE']._serialized_start=7445
-  _globals['_GRANTSTATE']._serialized_end=7612
-  _globals['_VISITORSTATE']._serialized_start=7615
-  _globals['_VISITORSTATE']._serialized_end=7776
-  _globals['_CHECKINMETHOD']._serialized_start=7778
-  _globals['_CHECKINMETHOD']._serialized_end=7894
-  _globals['_DOORSCHEDULEMODE']._serialized_start=7897
-  _globals['_DOORSCHEDULEMODE']._serialized_end=8078
-  _globals['_ACCESSLOGENTRYKIND']._serialized_start=8081
-  _globals['_ACCESSLOGENTRYKIND']._serialized_end=8355
-  _globals['_CHAINBREAKKIND']._serialized_start=8358
-  _globals['_CHAINBREAKKIND']._serialized_end=8604
-  _globals['_WEEKLYWINDOW']._serialized_start=269
-  _globals['_WEEKLYWINDOW']._serialized_end=406
-  _globals['_DAYWINDOW']._serialized_start=408
-  _globals['_DAYWINDOW']._serialized_end=505
-  _globals['_HOLIDAYEXCEPTION']._serialized_start=507
-  _globals['_HOLIDAYEXCEPTION']._serialized_end=629
-  _globals['_WEEKLYSCHEDULE']._serialized_start=632
-  _globals['_WEEKLYSCHEDULE']._serialized_end=776
-  _globals['_GRANT']._serialized_start=779
-  _globals['_GRANT']._serialized_end=1310
-  _globals['_ISSUEPINREQUEST']._serialized_start=1312
-  _globals['_ISSUEPINREQUEST']._serialized_end=1428
-  _globals['_ISSUEPINRESPONSE']._serialized_start=1430
-  _globals['_ISSUEPINRESPONSE']._serialized_end=1504
-  _globals['_REVOKEPINREQUEST']._serialized_start=1506
-  _globals['_REVOKEPINREQUEST']._serialized_end=1574
-  _globals['_REVOKEPINRESPONSE']._serialized_start=1576
-  _globals['_REVOKEPINRESPONSE']._serialized_end=1638
-  _globals['_VALIDATEPINREQUEST']._serialized_start=1640
-  _globals['_VALIDATEPINREQUEST']._serialized_end=1707
-  _globals['_VALIDATEPINRESPONSE']._serialized_start=1710
-  _globals['_VALIDATEPINRESPONSE']._serialized_end=1920
-  _globals['_LISTGRANTSREQUEST']._serialized_start=1923
-  _globals['_LISTGRANTSREQUEST']._serialized_end=2076
-  _globals['_LISTGRANTSRESPONSE']._serialized_start=2078
-  _globals['_LISTGRANTSRESPONSE']._serialized_end=2167
-  _globals['_VISITOR']._serialized_start=2170
-  _globals['_VISITOR']._serialized_end=2723
-  _globals['_REGISTERVISITORREQUEST']._serialized_start=2725
-  _globals['_REGISTERVISITORREQUEST']._serialized_end=2832
-  _globals['_REGISTERVISITORRESPONSE']._serialized_start=2834
-  _globals['_REGISTERVISITORRESPONSE']._serialized_end=2931
-  _globals['_CHECKINVISITORREQUEST']._serialized_start=2933
-  _globals['_CHECKINVISITORREQUEST']._serialized_end=3031
-  _globals['_CHECKINVISITORRESPONSE']._serialized_start=3033
-  _globals['_CHECKINVISITORRESPONSE']._serialized_end=3160
-  _globals['_CHECKOUTVISITORREQUEST']._serialized_start=3162
-  _globals['_CHECKOUTVISITORREQUEST']._serialized_end=3220
-  _globals['_CHECKOUTVISITORRESPONSE']._serialized_start=3222
-  _globals['_CHECKOUTVISITORRESPONSE']._serialized_end=3294
-  _globals['_LISTVISITORSREQUEST']._serialized_start=3297
-  _globals['_LISTVISITORSREQUEST']._serialized_end=3496
-  _globals['_LISTVISITORSRESPONSE']._serialized_start=3498
-  _globals['_LISTVISITORSRESPONSE']._serialized_end=3593
-  _globals['_DOORSCHEDULE']._serialized_start=3596
-  _globals['_DOORSCHEDULE']._serialized_end=3850
-  _globals['_SETDOORSCHEDULEREQUEST']._serialized_start=3852
-  _globals['_SETDOORSCHEDULEREQUEST']._serialized_end=3949
-  _globals['_SETDOORSCHEDULERESPONSE']._serialized_start=3951
-  _globals['_SETDOORSCHEDULERESPONSE']._serialized_end=4029
-  _globals['_GETDOORSCHEDULEREQUEST']._serialized_start=4031
-  _globals['_GETDOORSCHEDULEREQUEST']._serialized_end=4069
-  _globals['_GETDOORSCHEDULERESPONSE']._serialized_start=4071
-  _globals['_GETDOORSCHEDULERESPONSE']._serialized_end=4149
-  _globals['_OPENDOORREQUEST']._serialized_start=4152
-  _globals['_OPENDOORREQUEST']._serialized_end=4298
-  _globals['_OPENDOORRESPONSE']._serialized_start=4301
-  _globals['_OPENDOORRESPONSE']._serialized_end=4456
-  _globals['_EMERGENCY']._serialized_start=4459
-  _globals['_EMERGENCY']._serialized_end=4806
-  _globals['_TRIGGEREMERGENCYREQUEST']._serialized_start=4808
-  _globals['_TRIGGEREMERGENCYREQUEST']._serialized_end=4933
-  _globals['_TRIGGEREMERGENCYRESPONSE']._serialized_start=4935
-  _globals['_TRIGGEREMERGENCYRESPONSE']._serialized_end=5042
-  _globals['_CLEAREMERGENCYREQUEST']._serialized_start=5044
-  _globals['_CLEAREMERGENCYREQUEST']._serialized_end=5117
-  _globals['_CLEAREMERGENCYRESPONSE']._serialized_start=5119
-  _globals['_CLEAREMERGENCYRESPONSE']._serialized_end=5194
-  _globals['_ACCESSLOGENTRY']._serialized_start=5197
-  _globals['_ACCESSLOGENTRY']._serialized_end=5683
-  _globals['_LISTACCESSLOGSREQUEST']._serialized_start=5686
-  _globals['_LISTACCESSLOGSREQUEST']._serialized_end=5975
-  _globals['_LISTACCESSLOGSRESPONSE']._serialized_start=5977
-  _globals['_LISTACCESSLOGSRESPONSE']._serialized_end=6084
-  _globals['_WATCHACCESSLOGREQUEST']._serialized_start=6087
-  _globals['_WATCHACCESSLOGREQUEST']._serialized_end=6218
-  _globals['_WATCHACCESSLOGRESPONSE']._serialized_start=6221
-  _globals['_WATCHACCESSLOGRESPONSE']._serialized_end=6360
-  _globals['_AUDITLOGCHECKPOINT']._serialized_start=6362
-  _globals['_AUDITLOGCHECKPOINT']._serialized_end=6427
-  _globals['_CHAINBREAK']._serialized_start=6430
-  _globals['_CHAINBREAK']._serialized_end=6577
-  _globals['_VERIFYAUDITLOGREQUEST']._serialized_start=6580
-  _globals['_VERIFYAUDITLOGREQUEST']._serialized_end=6740
-  _globals['_VERIFYAUDITLOGRESPONSE']._serialized_start=6743
-  _globals['_VERIFYAUDITLOGRESPONSE']._serialized_end=6913
-  _globals['_ACCESSSERVICE']._serialized_start=8607
-  _globals['_ACCESSSERVICE']._serialized_end=11164
+  _globals['_ACCESSSERVICE'].methods_by_name['VerifyAuditLog']._serialized_options = b'\212\265\030\024\032\022access.logs.verify\202\323\344\223\002/\"*/v1/{parent=buildings/*}/accessLogs:verify:\001*'
+  _globals['_ACCESSDECISION']._serialized_start=6956
+  _globals['_ACCESSDECISION']._serialized_end=7062
+  _globals['_DENYREASON']._serialized_start=7065
+  _globals['_DENYREASON']._serialized_end=7374
+  _globals['_EMERGENCYMODE']._serialized_start=7376
+  _globals['_EMERGENCYMODE']._serialized_end=7483
+  _globals['_GRANTSTATE']._serialized_start=7486
+  _globals['_GRANTSTATE']._serialized_end=7653
+  _globals['_VISITORSTATE']._serialized_start=7656
+  _globals['_VISITORSTATE']._serialized_end=7817
+  _globals['_CHECKINMETHOD']._serialized_start=7819
+  _globals['_CHECKINMETHOD']._serialized_end=7935
+  _globals['_DOORSCHEDULEMODE']._serialized_start=7938
+  _globals['_DOORSCHEDULEMODE']._serialized_end=8119
+  _globals['_ACCESSLOGENTRYKIND']._serialized_start=8122
+  _globals['_ACCESSLOGENTRYKIND']._serialized_end=8396
+  _globals['_CHAINBREAKKIND']._serialized_start=8399
+  _globals['_CHAINBREAKKIND']._serialized_end=8645
+  _globals['_WEEKLYWINDOW']._serialized_start=310
+  _globals['_WEEKLYWINDOW']._serialized_end=447
+  _globals['_DAYWINDOW']._serialized_start=449
+  _globals['_DAYWINDOW']._serialized_end=546
+  _globals['_HOLIDAYEXCEPTION']._serialized_start=548
+  _globals['_HOLIDAYEXCEPTION']._serialized_end=670
+  _globals['_WEEKLYSCHEDULE']._serialized_start=673
+  _globals['_WEEKLYSCHEDULE']._serialized_end=817
+  _globals['_GRANT']._serialized_start=820
+  _globals['_GRANT']._serialized_end=1351
+  _globals['_ISSUEPINREQUEST']._serialized_start=1353
+  _globals['_ISSUEPINREQUEST']._serialized_end=1469
+  _globals['_ISSUEPINRESPONSE']._serialized_start=1471
+  _globals['_ISSUEPINRESPONSE']._serialized_end=1545
+  _globals['_REVOKEPINREQUEST']._serialized_start=1547
+  _globals['_REVOKEPINREQUEST']._serialized_end=1615
+  _globals['_REVOKEPINRESPONSE']._serialized_start=1617
+  _globals['_REVOKEPINRESPONSE']._serialized_end=1679
+  _globals['_VALIDATEPINREQUEST']._serialized_start=1681
+  _globals['_VALIDATEPINREQUEST']._serialized_end=1748
+  _globals['_VALIDATEPINRESPONSE']._serialized_start=1751
+  _globals['_VALIDATEPINRESPONSE']._serialized_end=1961
+  _globals['_LISTGRANTSREQUEST']._serialized_start=1964
+  _globals['_LISTGRANTSREQUEST']._serialized_end=2117
+  _globals['_LISTGRANTSRESPONSE']._serialized_start=2119
+  _globals['_LISTGRANTSRESPONSE']._serialized_end=2208
+  _globals['_VISITOR']._serialized_start=2211
+  _globals['_VISITOR']._serialized_end=2764
+  _globals['_REGISTERVISITORREQUEST']._serialized_start=2766
+  _globals['_REGISTERVISITORREQUEST']._serialized_end=2873
+  _globals['_REGISTERVISITORRESPONSE']._serialized_start=2875
+  _globals['_REGISTERVISITORRESPONSE']._serialized_end=2972
+  _globals['_CHECKINVISITORREQUEST']._serialized_start=2974
+  _globals['_CHECKINVISITORREQUEST']._serialized_end=3072
+  _globals['_CHECKINVISITORRESPONSE']._serialized_start=3074
+  _globals['_CHECKINVISITORRESPONSE']._serialized_end=3201
+  _globals['_CHECKOUTVISITORREQUEST']._serialized_start=3203
+  _globals['_CHECKOUTVISITORREQUEST']._serialized_end=3261
+  _globals['_CHECKOUTVISITORRESPONSE']._serialized_start=3263
+  _globals['_CHECKOUTVISITORRESPONSE']._serialized_end=3335
+  _globals['_LISTVISITORSREQUEST']._serialized_start=3338
+  _globals['_LISTVISITORSREQUEST']._serialized_end=3537
+  _globals['_LISTVISITORSRESPONSE']._serialized_start=3539
+  _globals['_LISTVISITORSRESPONSE']._serialized_end=3634
+  _globals['_DOORSCHEDULE']._serialized_start=3637
+  _globals['_DOORSCHEDULE']._serialized_end=3891
+  _globals['_SETDOORSCHEDULEREQUEST']._serialized_start=3893
+  _globals['_SETDOORSCHEDULEREQUEST']._serialized_end=3990
+  _globals['_SETDOORSCHEDULERESPONSE']._serialized_start=3992
+  _globals['_SETDOORSCHEDULERESPONSE']._serialized_end=4070
+  _globals['_GETDOORSCHEDULEREQUEST']._serialized_start=4072
+  _globals['_GETDOORSCHEDULEREQUEST']._serialized_end=4110
+  _globals['_GETDOORSCHEDULERESPONSE']._serialized_start=4112
+  _globals['_GETDOORSCHEDULERESPONSE']._serialized_end=4190
+  _globals['_OPENDOORREQUEST']._serialized_start=4193
+  _globals['_OPENDOORREQUEST']._serialized_end=4339
+  _globals['_OPENDOORRESPONSE']._serialized_start=4342
+  _globals['_OPENDOORRESPONSE']._serialized_end=4497
+  _globals['_EMERGENCY']._serialized_start=4500
+  _globals['_EMERGENCY']._serialized_end=4847
+  _globals['_TRIGGEREMERGENCYREQUEST']._serialized_start=4849
+  _globals['_TRIGGEREMERGENCYREQUEST']._serialized_end=4974
+  _globals['_TRIGGEREMERGENCYRESPONSE']._serialized_start=4976
+  _globals['_TRIGGEREMERGENCYRESPONSE']._serialized_end=5083
+  _globals['_CLEAREMERGENCYREQUEST']._serialized_start=5085
+  _globals['_CLEAREMERGENCYREQUEST']._serialized_end=5158
+  _globals['_CLEAREMERGENCYRESPONSE']._serialized_start=5160
+  _globals['_CLEAREMERGENCYRESPONSE']._serialized_end=5235
+  _globals['_ACCESSLOGENTRY']._serialized_start=5238
+  _globals['_ACCESSLOGENTRY']._serialized_end=5724
+  _globals['_LISTACCESSLOGSREQUEST']._serialized_start=5727
+  _globals['_LISTACCESSLOGSREQUEST']._serialized_end=6016
+  _globals['_LISTACCESSLOGSRESPONSE']._serialized_start=6018
+  _globals['_LISTACCESSLOGSRESPONSE']._serialized_end=6125
+  _globals['_WATCHACCESSLOGREQUEST']._serialized_start=6128
+  _globals['_WATCHACCESSLOGREQUEST']._serialized_end=6259
+  _globals['_WATCHACCESSLOGRESPONSE']._serialized_start=6262
+  _globals['_WATCHACCESSLOGRESPONSE']._serialized_end=6401
+  _globals['_AUDITLOGCHECKPOINT']._serialized_start=6403
+  _globals['_AUDITLOGCHECKPOINT']._serialized_end=6468
+  _globals['_CHAINBREAK']._serialized_start=6471
+  _globals['_CHAINBREAK']._serialized_end=6618
+  _globals['_VERIFYAUDITLOGREQUEST']._serialized_start=6621
+  _globals['_VERIFYAUDITLOGREQUEST']._serialized_end=6781
+  _globals['_VERIFYAUDITLOGRESPONSE']._serialized_start=6784
+  _globals['_VERIFYAUDITLOGRESPONSE']._serialized_end=6954
+  _globals['_ACCESSSERVICE']._serialized_start=8648
+  _globals['_ACCESSSERVICE']._serialized_end=11584
 # @@protoc_insertion_point(module_scope)

@@ -22,6 +22,7 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from gatehouse.common.v1 import authorization_pb2 as gatehouse_dot_common_dot_v1_dot_authorization__pb2
 from gatehouse.common.v1 import common_pb2 as gatehouse_dot_common_dot_v1_dot_common__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
@@ -32,7 +33,7 @@ from google.type import postal_address_pb2 as google_dot_type_dot_postal__addres
 from google.type import timeofday_pb2 as google_dot_type_dot_timeofday__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(gatehouse/monitoring/v1/monitoring.proto\x12\x17gatehouse.monitoring.v1\x1a gatehouse/common/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bgoogle/type/dayofweek.proto\x1a google/type/postal_address.proto\x1a\x1bgoogle/type/timeofday.proto\"\xaa\x02\n\x08\x42uilding\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12+\n\x07\x61\x64\x64ress\x18\x03 \x01(\x0b\x32\x1a.google.type.PostalAddress\x12\x11\n\ttime_zone\x18\x04 \x01(\t\x12@\n\x0flockdown_policy\x18\x05 \x01(\x0b\x32\'.gatehouse.monitoring.v1.LockdownPolicy\x12G\n\x13\x61lert_rule_settings\x18\x06 \x01(\x0b\x32*.gatehouse.monitoring.v1.AlertRuleSettings\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x89\x01\n\x0eLockdownPolicy\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x33\n\x0cmin_severity\x18\x02 \x01(\x0e\x32\x1d.gatehouse.common.v1.Severity\x12\x31\n\x05rules\x18\x03 \x03(\x0e\x32\".gatehouse.monitoring.v1.AlertRule\"\xe8\x01\n\x11\x41lertRuleSettings\x12;\n\x18\x64oor_held_open_threshold\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12;\n\x18\x64\x65vice_offline_threshold\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12=\n\x0eoccupied_hours\x18\x03 \x03(\x0b\x32%.gatehouse.monitoring.v1.WeeklyWindow\x12\x1a\n\x12motion_alert_zones\x18\x04 \x03(\t\"\x89\x01\n\x0cWeeklyWindow\x12#\n\x03\x64\x61y\x18\x01 \x01(\x0e\x32\x16.google.type.DayOfWeek\x12*\n\nstart_time\x18\x02 \x01(\x0b\x32\x16.google.type.TimeOfDay\x12(\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x16.google.type.TimeOfDay\"\x91\x04\n\x06\x44\x65vice\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x31\n\x04kind\x18\x03 \x01(\x0e\x32#.gatehouse.monitoring.v1.DeviceKind\x12\x33\n\x05state\x18\x04 \x01(\x0e\x32$.gatehouse.monitoring.v1.DeviceState\x12\x37\n\x13last_heartbeat_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x06labels\x18\x06 \x03(\x0b\x32+.gatehouse.monitoring.v1.Device.LabelsEntry\x12\x18\n\x10\x66irmware_version\x18\x07 \x01(\t\x12\x0c\n\x04\x64oor\x18\x08 \x01(\t\x12\x46\n\x0f\x63redential_type\x18\t \x01(\x0e\x32-.gatehouse.monitoring.v1.DeviceCredentialType\x12\x35\n\x11state_change_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc0\x05\n\x05\x41lert\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x04rule\x18\x02 \x01(\x0e\x32\".gatehouse.monitoring.v1.AlertRule\x12/\n\x08severity\x18\x03 \x01(\x0e\x32\x1d.gatehouse.common.v1.Severity\x12\x32\n\x05state\x18\x04 \x01(\x0e\x32#.gatehouse.monitoring.v1.AlertState\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\x0f\n\x07summary\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12\x11\n\tdedup_key\x18\x08 \x01(\t\x12\x18\n\x10occurrence_count\x18\t \x01(\x05\x12\x38\n\x14last_occurrence_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10trigger_event_id\x18\x0b \x01(\t\x12-\n\traised_by\x18\x0c \x01(\x0b\x32\x1a.gatehouse.common.v1.Actor\x12.\n\nraise_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x61\x63knowledged_by\x18\x0e \x01(\x0b\x32\x1a.gatehouse.common.v1.Actor\x12\x34\n\x10\x61\x63knowledge_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x61\x63knowledge_note\x18\x10 \x01(\t\x12/\n\x0bresolved_by\x18\x11 \x01(\x0b\x32\x1a.gatehouse.common.v1.Actor\x12\x30\n\x0cresolve_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cresolve_note\x18\x13 \x01(\t\"\xe3\x02\n\x0e\x42uildingStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x36\n\x07\x64\x65vices\x18\x02 \x01(\x0b\x32%.gatehouse.monitoring.v1.DeviceCounts\x12\x42\n\x0f\x64\x65vices_by_kind\x18\x03 \x03(\x0b\x32).gatehouse.monitoring.v1.DeviceKindCounts\x12?\n\x11unresolved_alerts\x18\x04 \x03(\x0b\x32$.gatehouse.monitoring.v1.AlertCounts\x12:\n\temergency\x18\x05 \x01(\x0b\x32\'.gatehouse.monitoring.v1.EmergencyState\x12\x33\n\x0flast_event_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlast_event_id\x18\x07 \x01(\t\"R\n\x0c\x44\x65viceCounts\x12\x14\n\x0conline_count\x18\x01 \x01(\x05\x12\x15\n\roffline_count\x18\x02 \x01(\x05\x12\x15\n\runknown_count\x18\x03 \x01(\x05\"|\n\x10\x44\x65viceKindCounts\x12\x31\n\x04kind\x18\x01 \x01(\x0e\x32#.gatehouse.monitoring.v1.DeviceKind\x12\x35\n\x06\x63ounts\x18\x02 \x01(\x0b\x32%.gatehouse.monitoring.v1.DeviceCounts\"n\n\x0b\x41lertCounts\x12/\n\x08severity\x18\x01 \x01(\x0e\x32\x1d.gatehouse.common.v1.Severity\x12\x12\n\nopen_count\x18\x02 \x01(\x05\x12\x1a\n\x12\x61\x63knowledged_count\x18\x03 \x01(\x05\"x\n\x0e\x45mergencyState\x12\x0e\n\x06\x61\x63tive\x18\x01 \x01(\x08\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10trigger_event_id\x18\x04 \x01(\t\"\xd5\x01\n\x08\x46\x65\x65\x64Item\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12/\n\x08severity\x18\x06 \x01(\x0e\x32\x1d.gatehouse.common.v1.Severity\x12\x0f\n\x07summary\x18\x07 \x01(\t\x12\"\n\x04\x64\x61ta\x18\x08 \x01(\x0b\x32\x14.google.protobuf.Any\"\xcf\x01\n\x0b\x44\x65viceHello\x12\x18\n\x10\x66irmware_version\x18\x01 \x01(\t\x12/\n\x0b\x64\x65vice_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tboot_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x46\n\x12supported_commands\x18\x04 \x03(\x0e\x32*.gatehouse.monitoring.v1.DeviceCommandKind\"\xdd\x01\n\rDeviceWelcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\roffline_after\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0bserver_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1e\n\x16max_readings_per_batch\x18\x05 \x01(\x05\"~\n\x0f\x44\x65viceHeartbeat\x12/\n\x0b\x64\x65vice_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07ping_id\x18\x02 \x01(\t\x12)\n\x06uptime\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"N\n\nDevicePing\x12\x0f\n\x07ping_id\x18\x01 \x01(\t\x12/\n\x0bserver_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xdb\x02\n\x0b\x44\x65viceEvent\x12\x36\n\x04kind\x18\x01 \x01(\x0e\x32(.gatehouse.monitoring.v1.DeviceEventKind\x12\x30\n\x0cobserve_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04zone\x18\x03 \x01(\t\x12\x0c\n\x04\x64oor\x18\x04 \x01(\t\x12\x35\n\x12held_open_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nconfidence\x18\x06 \x01(\x02\x12H\n\nattributes\x18\x07 \x03(\x0b\x32\x34.gatehouse.monitoring.v1.DeviceEvent.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8d\x02\n\rDeviceCommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x38\n\x04kind\x18\x02 \x01(\x0e\x32*.gatehouse.monitoring.v1.DeviceCommandKind\x12@\n\topen_door\x18\x03 \x01(\x0b\x32+.gatehouse.monitoring.v1.OpenDoorParametersH\x00\x12,\n\x08\x64\x65\x61\x64line\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0crequested_by\x18\x05 \x01(\x0b\x32\x1a.gatehouse.common.v1.ActorB\x0c\n\nparameters\"H\n\x12OpenDoorParameters\x12\x32\n\x0funlock_duration\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xa8\x01\n\x10\x44\x65viceCommandAck\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12<\n\x06result\x18\x02 \x01(\x0e\x32,.gatehouse.monitoring.v1.DeviceCommandResult\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x31\n\rcomplete_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"T\n\x0cReadingBatch\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x32\n\x08readings\x18\x02 \x03(\x0b\x32 .gatehouse.monitoring.v1.Reading\"R\n\x07Reading\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"t\n\x10ReadingRejection\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\x12?\n\x06reason\x18\x03 \x01(\x0e\x32/.gatehouse.monitoring.v1.ReadingRejectionReason\"`\n\x15\x43reateBuildingRequest\x12\x33\n\x08\x62uilding\x18\x01 \x01(\x0b\x32!.gatehouse.monitoring.v1.Building\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"M\n\x16\x43reateBuildingResponse\x12\x33\n\x08\x62uilding\x18\x01 \x01(\x0b\x32!.gatehouse.monitoring.v1.Building\"\"\n\x12GetBuildingRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"J\n\x13GetBuildingResponse\x12\x33\n\x08\x62uilding\x18\x01 \x01(\x0b\x32!.gatehouse.monitoring.v1.Building\"=\n\x14ListBuildingsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"f\n\x15ListBuildingsResponse\x12\x34\n\tbuildings\x18\x01 \x03(\x0b\x32!.gatehouse.monitoring.v1.Building\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb4\x01\n\x15RegisterDeviceRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12/\n\x06\x64\x65vice\x18\x02 \x01(\x0b\x32\x1f.gatehouse.monitoring.v1.Device\x12\x46\n\x0f\x63redential_type\x18\x03 \x01(\x0e\x32-.gatehouse.monitoring.v1.DeviceCredentialType\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"_\n\x16RegisterDeviceResponse\x12/\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x1f.gatehouse.monitoring.v1.Device\x12\x14\n\x0c\x64\x65vice_token\x18\x02 \x01(\t\" \n\x10GetDeviceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"D\n\x11GetDeviceResponse\x12/\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x1f.gatehouse.monitoring.v1.Device\"\xd1\x01\n\x12ListDevicesRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x31\n\x04kind\x18\x04 \x01(\x0e\x32#.gatehouse.monitoring.v1.DeviceKind\x12\x33\n\x05state\x18\x05 \x01(\x0e\x32$.gatehouse.monitoring.v1.DeviceState\x12\x0c\n\x04\x64oor\x18\x06 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x07 \x01(\t\"`\n\x13ListDevicesResponse\x12\x30\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x1f.gatehouse.monitoring.v1.Device\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xed\x02\n\x14\x43onnectDeviceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x35\n\x05hello\x18\x03 \x01(\x0b\x32$.gatehouse.monitoring.v1.DeviceHelloH\x00\x12=\n\theartbeat\x18\x04 \x01(\x0b\x32(.gatehouse.monitoring.v1.DeviceHeartbeatH\x00\x12\x39\n\x08readings\x18\x05 \x01(\x0b\x32%.gatehouse.monitoring.v1.ReadingBatchH\x00\x12\x35\n\x05\x65vent\x18\x06 \x01(\x0b\x32$.gatehouse.monitoring.v1.DeviceEventH\x00\x12@\n\x0b\x63ommand_ack\x18\x07 \x01(\x0b\x32).gatehouse.monitoring.v1.DeviceCommandAckH\x00\x42\t\n\x07message\"\xe1\x01\n\x15\x43onnectDeviceResponse\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x39\n\x07welcome\x18\x02 \x01(\x0b\x32&.gatehouse.monitoring.v1.DeviceWelcomeH\x00\x12\x39\n\x07\x63ommand\x18\x03 \x01(\x0b\x32&.gatehouse.monitoring.v1.DeviceCommandH\x00\x12\x33\n\x04ping\x18\x04 \x01(\x0b\x32#.gatehouse.monitoring.v1.DevicePingH\x00\x42\t\n\x07message\"[\n\x15ReportReadingsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x34\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32%.gatehouse.monitoring.v1.ReadingBatch\"\xf8\x01\n\x16ReportReadingsResponse\x12\x13\n\x0b\x62\x61tch_count\x18\x01 \x01(\x05\x12\x1d\n\x15\x64uplicate_batch_count\x18\x02 \x01(\x05\x12\x16\n\x0e\x61\x63\x63\x65pted_count\x18\x03 \x01(\x03\x12\x16\n\x0erejected_count\x18\x04 \x01(\x03\x12=\n\nrejections\x18\x05 \x03(\x0b\x32).gatehouse.monitoring.v1.ReadingRejection\x12;\n\x13\x61\x63\x63\x65pted_time_range\x18\x06 \x01(\x0b\x32\x1e.gatehouse.common.v1.TimeRange\"\xf4\x01\n\x18SendDeviceCommandRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x38\n\x04kind\x18\x02 \x01(\x0e\x32*.gatehouse.monitoring.v1.DeviceCommandKind\x12@\n\topen_door\x18\x03 \x01(\x0b\x32+.gatehouse.monitoring.v1.OpenDoorParametersH\x00\x12,\n\x08\x64\x65\x61\x64line\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x05 \x01(\tB\x0c\n\nparameters\"]\n\x19SendDeviceCommandResponse\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12,\n\x08\x64\x65\x61\x64line\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb1\x01\n\x11RaiseAlertRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12/\n\x08severity\x18\x02 \x01(\x0e\x32\x1d.gatehouse.common.v1.Severity\x12\x0f\n\x07summary\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\x11\n\tdedup_key\x18\x06 \x01(\t\x12\x12\n\nrequest_id\x18\x07 \x01(\t\"Y\n\x12RaiseAlertResponse\x12-\n\x05\x61lert\x18\x01 \x01(\x0b\x32\x1e.gatehouse.monitoring.v1.Alert\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08\"I\n\x17\x41\x63knowledgeAlertRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"I\n\x18\x41\x63knowledgeAlertResponse\x12-\n\x05\x61lert\x18\x01 \x01(\x0b\x32\x1e.gatehouse.monitoring.v1.Alert\"E\n\x13ResolveAlertRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"E\n\x14ResolveAlertResponse\x12-\n\x05\x61lert\x18\x01 \x01(\x0b\x32\x1e.gatehouse.monitoring.v1.Alert\"\xc2\x02\n\x11ListAlertsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x33\n\x06states\x18\x05 \x03(\x0e\x32#.gatehouse.monitoring.v1.AlertState\x12\x33\n\x0cmin_severity\x18\x06 \x01(\x0e\x32\x1d.gatehouse.common.v1.Severity\x12\x30\n\x04rule\x18\x07 \x01(\x0e\x32\".gatehouse.monitoring.v1.AlertRule\x12\x38\n\x10raise_time_range\x18\x08 \x01(\x0b\x32\x1e.gatehouse.common.v1.TimeRange\x12\x10\n\x08order_by\x18\t \x01(\t\"]\n\x12ListAlertsResponse\x12.\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x1e.gatehouse.monitoring.v1.Alert\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x87\x01\n\x13StreamEventsRequest\x12\x10\n\x08\x62uilding\x18\x01 \x01(\t\x12\x13\n\x0b\x65vent_types\x18\x02 \x03(\t\x12\x33\n\x0cmin_severity\x18\x03 \x01(\x0e\x32\x1d.gatehouse.common.v1.Severity\x12\x14\n\x0cresume_after\x18\x04 \x01(\t\"\x87\x01\n\x14StreamEventsResponse\x12\x32\n\x05\x65vent\x18\x01 \x01(\x0b\x32!.gatehouse.monitoring.v1.FeedItemH\x00\x12\x33\n\theartbeat\x18\x02 \x01(\x0b\x32\x1e.gatehouse.common.v1.HeartbeatH\x00\x42\x06\n\x04item\"(\n\x18GetBuildingStatusRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"T\n\x19GetBuildingStatusResponse\x12\x37\n\x06status\x18\x01 \x01(\x0b\x32\'.gatehouse.monitoring.v1.BuildingStatus*z\n\nDeviceKind\x12\x1b\n\x17\x44\x45VICE_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x44\x45VICE_KIND_CAMERA\x10\x01\x12\x1f\n\x1b\x44\x45VICE_KIND_DOOR_CONTROLLER\x10\x02\x12\x16\n\x12\x44\x45VICE_KIND_SENSOR\x10\x03*x\n\x0b\x44\x65viceState\x12\x1c\n\x18\x44\x45VICE_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44\x45VICE_STATE_UNKNOWN\x10\x01\x12\x17\n\x13\x44\x45VICE_STATE_ONLINE\x10\x02\x12\x18\n\x14\x44\x45VICE_STATE_OFFLINE\x10\x03*\x88\x01\n\x14\x44\x65viceCredentialType\x12&\n\"DEVICE_CREDENTIAL_TYPE_UNSPECIFIED\x10\x00\x12&\n\"DEVICE_CREDENTIAL_TYPE_CERTIFICATE\x10\x01\x12 \n\x1c\x44\x45VICE_CREDENTIAL_TYPE_TOKEN\x10\x02*w\n\nAlertState\x12\x1b\n\x17\x41LERT_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41LERT_STATE_OPEN\x10\x01\x12\x1c\n\x18\x41LERT_STATE_ACKNOWLEDGED\x10\x02\x12\x18\n\x14\x41LERT_STATE_RESOLVED\x10\x03*\xd4\x01\n\tAlertRule\x12\x1a\n\x16\x41LERT_RULE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41LERT_RULE_MANUAL\x10\x01\x12\x1a\n\x16\x41LERT_RULE_DOOR_FORCED\x10\x02\x12\x1d\n\x19\x41LERT_RULE_DOOR_HELD_OPEN\x10\x03\x12#\n\x1f\x41LERT_RULE_MOTION_OUTSIDE_HOURS\x10\x04\x12\x1d\n\x19\x41LERT_RULE_DEVICE_OFFLINE\x10\x05\x12\x15\n\x11\x41LERT_RULE_TAMPER\x10\x06*\xb9\x01\n\x0f\x44\x65viceEventKind\x12!\n\x1d\x44\x45VICE_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44\x45VICE_EVENT_KIND_MOTION\x10\x01\x12\x1c\n\x18\x44\x45VICE_EVENT_KIND_TAMPER\x10\x02\x12!\n\x1d\x44\x45VICE_EVENT_KIND_DOOR_FORCED\x10\x03\x12$\n DEVICE_EVENT_KIND_DOOR_HELD_OPEN\x10\x04*\xb9\x02\n\x11\x44\x65viceCommandKind\x12#\n\x1f\x44\x45VICE_COMMAND_KIND_UNSPECIFIED\x10\x00\x12!\n\x1d\x44\x45VICE_COMMAND_KIND_OPEN_DOOR\x10\x01\x12!\n\x1d\x44\x45VICE_COMMAND_KIND_LOCK_DOWN\x10\x02\x12(\n$DEVICE_COMMAND_KIND_RELEASE_LOCKDOWN\x10\x03\x12\x1e\n\x1a\x44\x45VICE_COMMAND_KIND_REBOOT\x10\x04\x12(\n$DEVICE_COMMAND_KIND_REQUEST_SNAPSHOT\x10\x05\x12%\n!DEVICE_COMMAND_KIND_HOLD_UNLOCKED\x10\x06\x12\x1e\n\x1a\x44\x45VICE_COMMAND_KIND_RELOCK\x10\x07*\xca\x01\n\x13\x44\x65viceCommandResult\x12%\n!DEVICE_COMMAND_RESULT_UNSPECIFIED\x10\x00\x12#\n\x1f\x44\x45VICE_COMMAND_RESULT_SUCCEEDED\x10\x01\x12 \n\x1c\x44\x45VICE_COMMAND_RESULT_FAILED\x10\x02\x12\"\n\x1e\x44\x45VICE_COMMAND_RESULT_REJECTED\x10\x03\x12!\n\x1d\x44\x45VICE_COMMAND_RESULT_EXPIRED\x10\x04*\x9e\x02\n\x16ReadingRejectionReason\x12(\n$READING_REJECTION_REASON_UNSPECIFIED\x10\x00\x12+\n\'READING_REJECTION_REASON_TIME_IN_FUTURE\x10\x01\x12)\n%READING_REJECTION_REASON_TIME_TOO_OLD\x10\x02\x12-\n)READING_REJECTION_REASON_VALUE_NOT_FINITE\x10\x03\x12+\n\'READING_REJECTION_REASON_INVALID_METRIC\x10\x04\x12&\n\"READING_REJECTION_REASON_DUPLICATE\x10\x05\x32\xdc\x12\n\x11MonitoringService\x12\x92\x01\n\x0e\x43reateBuilding\x12..gatehouse.monitoring.v1.CreateBuildingRequest\x1a/.gatehouse.monitoring.v1.CreateBuildingResponse\"\x1f\x82\xd3\xe4\x93\x02\x19\"\r/v1/buildings:\x08\x62uilding\x12\x88\x01\n\x0bGetBuilding\x12+.gatehouse.monitoring.v1.GetBuildingRequest\x1a,.gatehouse.monitoring.v1.GetBuildingResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/{name=buildings/*}\x12\x85\x01\n\rListBuildings\x12-.gatehouse.monitoring.v1.ListBuildingsRequest\x1a..gatehouse.monitoring.v1.ListBuildingsResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/buildings\x12\xa3\x01\n\x0eRegisterDevice\x12..gatehouse.monitoring.v1.RegisterDeviceRequest\x1a/.gatehouse.monitoring.v1.RegisterDeviceResponse\"0\x82\xd3\xe4\x93\x02*\" /v1/{parent=buildings/*}/devices:\x06\x64\x65vice\x12\x8c\x01\n\tGetDevice\x12).gatehouse.monitoring.v1.GetDeviceRequest\x1a*.gatehouse.monitoring.v1.GetDeviceResponse\"(\x82\xd3\xe4\x93\x02\"\x12 /v1/{name=buildings/*/devices/*}\x12\x92\x01\n\x0bListDevices\x12+.gatehouse.monitoring.v1.ListDevicesRequest\x1a,.gatehouse.monitoring.v1.ListDevicesResponse\"(\x82\xd3\xe4\x93\x02\"\x12 /v1/{parent=buildings/*}/devices\x12\xa7\x01\n\rConnectDevice\x12-.gatehouse.monitoring.v1.ConnectDeviceRequest\x1a..gatehouse.monitoring.v1.ConnectDeviceResponse\"3\x82\xd3\xe4\x93\x02-\"(/v1/{name=buildings/*/devices/*}:connect:\x01*(\x01\x30\x01\x12\xaf\x01\n\x0eReportReadings\x12..gatehouse.monitoring.v1.ReportReadingsRequest\x1a/.gatehouse.monitoring.v1.ReportReadingsResponse\":\x82\xd3\xe4\x93\x02\x34\"//v1/{name=buildings/*/devices/*}:reportReadings:\x01*(\x01\x12\xb3\x01\n\x11SendDeviceCommand\x12\x31.gatehouse.monitoring.v1.SendDeviceCommandRequest\x1a\x32.gatehouse.monitoring.v1.SendDeviceCommandResponse\"7\x82\xd3\xe4\x93\x02\x31\",/v1/{name=buildings/*/devices/*}:sendCommand:\x01*\x12\x97\x01\n\nRaiseAlert\x12*.gatehouse.monitoring.v1.RaiseAlertRequest\x1a+.gatehouse.monitoring.v1.RaiseAlertResponse\"0\x82\xd3\xe4\x93\x02*\"%/v1/{parent=buildings/*}/alerts:raise:\x01*\x12\xaf\x01\n\x10\x41\x63knowledgeAlert\x12\x30.gatehouse.monitoring.v1.AcknowledgeAlertRequest\x1a\x31.gatehouse.monitoring.v1.AcknowledgeAlertResponse\"6\x82\xd3\xe4\x93\x02\x30\"+/v1/{name=buildings/*/alerts/*}:acknowledge:\x01*\x12\x9f\x01\n\x0cResolveAlert\x12,.gatehouse.monitoring.v1.ResolveAlertRequest\x1a-.gatehouse.monitoring.v1.ResolveAlertResponse\"2\x82\xd3\xe4\x93\x02,\"\'/v1/{name=buildings/*/alerts/*}:resolve:\x01*\x12\x8e\x01\n\nListAlerts\x12*.gatehouse.monitoring.v1.ListAlertsRequest\x1a+.gatehouse.monitoring.v1.ListAlertsResponse\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/v1/{parent=buildings/*}/alerts\x12\x9f\x01\n\x0cStreamEvents\x12,.gatehouse.monitoring.v1.StreamEventsRequest\x1a-.gatehouse.monitoring.v1.StreamEventsResponse\"0\x82\xd3\xe4\x93\x02*\x12(/v1/{building=buildings/*}/events:stream0\x01\x12\xa1\x01\n\x11GetBuildingStatus\x12\x31.gatehouse.monitoring.v1.GetBuildingStatusRequest\x1a\x32.gatehouse.monitoring.v1.GetBuildingStatusResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/{name=buildings/*/status}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(gatehouse/monitoring/v1/monitoring.proto\x12\x17gatehouse.monitoring.v1\x1a\'gatehouse/common/v1/authorization.proto\x1a gatehouse/common/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bgoogle/type/dayofweek.proto\x1a google/type/postal_address.proto\x1a\x1bgoogle/type/timeofday.proto\"\xaa\x02\n\x08\x42uilding\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12+\n\x07\x61\x64\x64ress\x18\x03 \x01(\x0b\x32\x1a.google.type.PostalAddress\x12\x11\n\ttime_zone\x18\x04 \x01(\t\x12@\n\x0flockdown_policy\x18\x05 \x01(\x0b\x32\'.gatehouse.monitoring.v1.LockdownPolicy\x12G\n\x13\x61lert_rule_settings\x18\x06 \x01(\x0b\x32*.gatehouse.monitoring.v1.AlertRuleSettings\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x89\x01\n\x0eLockdownPolicy\x12\x0f\n\x07\x65nabled\x18\x01 \x01(\x08\x12\x33\n\x0cmin_severity\x18\x02 \x01(\x0e\x32\x1d.gatehouse.common.v1.Severity\x12\x31\n\x05rules\x18\x03 \x03(\x0e\x32\".gatehouse.monitoring.v1.AlertRule\"\xe8\x01\n\x11\x41lertRuleSettings\x12;\n\x18\x64oor_held_open_threshold\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12;\n\x18\x64\x65vice_offline_threshold\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12=\n\x0eoccupied_hours\x18\x03 \x03(\x0b\x32%.gatehouse.monitoring.v1.WeeklyWindow\x12\x1a\n\x12motion_alert_zones\x18\x04 \x03(\t\"\x89\x01\n\x0cWeeklyWindow\x12#\n\x03\x64\x61y\x18\x01 \x01(\x0e\x32\x16.google.type.DayOfWeek\x12*\n\nstart_time\x18\x02 \x01(\x0b\x32\x16.google.type.TimeOfDay\x12(\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x16.google.type.TimeOfDay\"\x91\x04\n\x06\x44\x65vice\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x31\n\x04kind\x18\x03 \x01(\x0e\x32#.gatehouse.monitoring.v1.DeviceKind\x12\x33\n\x05state\x18\x04 \x01(\x0e\x32$.gatehouse.monitoring.v1.DeviceState\x12\x37\n\x13last_heartbeat_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x06labels\x18\x06 \x03(\x0b\x32+.gatehouse.monitoring.v1.Device.LabelsEntry\x12\x18\n\x10\x66irmware_version\x18\x07 \x01(\t\x12\x0c\n\x04\x64oor\x18\x08 \x01(\t\x12\x46\n\x0f\x63redential_type\x18\t \x01(\x0e\x32-.gatehouse.monitoring.v1.DeviceCredentialType\x12\x35\n\x11state_change_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc0\x05\n\x05\x41lert\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x04rule\x18\x02 \x01(\x0e\x32\".gatehouse.monitoring.v1.AlertRule\x12/\n\x08severity\x18\x03 \x01(\x0e\x32\x1d.gatehouse.common.v1.Severity\x12\x32\n\x05state\x18\x04 \x01(\x0e\x32#.gatehouse.monitoring.v1.AlertState\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\x0f\n\x07summary\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x07 \x01(\t\x12\x11\n\tdedup_key\x18\x08 \x01(\t\x12\x18\n\x10occurrence_count\x18\t \x01(\x05\x12\x38\n\x14last_occurrence_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10trigger_event_id\x18\x0b \x01(\t\x12-\n\traised_by\x18\x0c \x01(\x0b\x32\x1a.gatehouse.common.v1.Actor\x12.\n\nraise_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x61\x63knowledged_by\x18\x0e \x01(\x0b\x32\x1a.gatehouse.common.v1.Actor\x12\x34\n\x10\x61\x63knowledge_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x61\x63knowledge_note\x18\x10 \x01(\t\x12/\n\x0bresolved_by\x18\x11 \x01(\x0b\x32\x1a.gatehouse.common.v1.Actor\x12\x30\n\x0cresolve_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cresolve_note\x18\x13 \x01(\t\"\xe3\x02\n\x0e\x42uildingStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x36\n\x07\x64\x65vices\x18\x02 \x01(\x0b\x32%.gatehouse.monitoring.v1.DeviceCounts\x12\x42\n\x0f\x64\x65vices_by_kind\x18\x03 \x03(\x0b\x32).gatehouse.monitoring.v1.DeviceKindCounts\x12?\n\x11unresolved_alerts\x18\x04 \x03(\x0b\x32$.gatehouse.monitoring.v1.AlertCounts\x12:\n\temergency\x18\x05 \x01(\x0b\x32\'.gatehouse.monitoring.v1.EmergencyState\x12\x33\n\x0flast_event_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlast_event_id\x18\x07 \x01(\t\"R\n\x0c\x44\x65viceCounts\x12\x14\n\x0conline_count\x18\x01 \x01(\x05\x12\x15\n\roffline_count\x18\x02 \x01(\x05\x12\x15\n\runknown_count\x18\x03 \x01(\x05\"|\n\x10\x44\x65viceKindCounts\x12\x31\n\x04kind\x18\x01 \x01(\x0e\x32#.gatehouse.monitoring.v1.DeviceKind\x12\x35\n\x06\x63ounts\x18\x02 \x01(\x0b\x32%.gatehouse.monitoring.v1.DeviceCounts\"n\n\x0b\x41lertCounts\x12/\n\x08severity\x18\x01 \x01(\x0e\x32\x1d.gatehouse.common.v1.Severity\x12\x12\n\nopen_count\x18\x02 \x01(\x05\x12\x1a\n\x12\x61\x63knowledged_count\x18\x03 \x01(\x05\"x\n\x0e\x45mergencyState\x12\x0e\n\x06\x61\x63tive\x18\x01 \x01(\x08\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10trigger_event_id\x18\x04 \x01(\t\"\xd5\x01\n\x08\x46\x65\x65\x64Item\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07subject\x18\x05 \x01(\t\x12/\n\x08severity\x18\x06 \x01(\x0e\x32\x1d.gatehouse.common.v1.Severity\x12\x0f\n\x07summary\x18\x07 \x01(\t\x12\"\n\x04\x64\x61ta\x18\x08 \x01(\x0b\x32\x14.google.protobuf.Any\"\xcf\x01\n\x0b\x44\x65viceHello\x12\x18\n\x10\x66irmware_version\x18\x01 \x01(\t\x12/\n\x0b\x64\x65vice_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tboot_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x46\n\x12supported_commands\x18\x04 \x03(\x0e\x32*.gatehouse.monitoring.v1.DeviceCommandKind\"\xdd\x01\n\rDeviceWelcome\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x35\n\x12heartbeat_interval\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\roffline_after\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0bserver_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1e\n\x16max_readings_per_batch\x18\x05 \x01(\x05\"~\n\x0f\x44\x65viceHeartbeat\x12/\n\x0b\x64\x65vice_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07ping_id\x18\x02 \x01(\t\x12)\n\x06uptime\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"N\n\nDevicePing\x12\x0f\n\x07ping_id\x18\x01 \x01(\t\x12/\n\x0bserver_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xdb\x02\n\x0b\x44\x65viceEvent\x12\x36\n\x04kind\x18\x01 \x01(\x0e\x32(.gatehouse.monitoring.v1.DeviceEventKind\x12\x30\n\x0cobserve_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04zone\x18\x03 \x01(\t\x12\x0c\n\x04\x64oor\x18\x04 \x01(\t\x12\x35\n\x12held_open_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nconfidence\x18\x06 \x01(\x02\x12H\n\nattributes\x18\x07 \x03(\x0b\x32\x34.gatehouse.monitoring.v1.DeviceEvent.AttributesEntry\x1a\x31\n\x0f\x41ttributesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8d\x02\n\rDeviceCommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x38\n\x04kind\x18\x02 \x01(\x0e\x32*.gatehouse.monitoring.v1.DeviceCommandKind\x12@\n\topen_door\x18\x03 \x01(\x0b\x32+.gatehouse.monitoring.v1.OpenDoorParametersH\x00\x12,\n\x08\x64\x65\x61\x64line\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0crequested_by\x18\x05 \x01(\x0b\x32\x1a.gatehouse.common.v1.ActorB\x0c\n\nparameters\"H\n\x12OpenDoorParameters\x12\x32\n\x0funlock_duration\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xa8\x01\n\x10\x44\x65viceCommandAck\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12<\n\x06result\x18\x02 \x01(\x0e\x32,.gatehouse.monitoring.v1.DeviceCommandResult\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x31\n\rcomplete_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"T\n\x0cReadingBatch\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x32\n\x08readings\x18\x02 \x03(\x0b\x32 .gatehouse.monitoring.v1.Reading\"R\n\x07Reading\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"t\n\x10ReadingRejection\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\x12?\n\x06reason\x18\x03 \x01(\x0e\x32/.gatehouse.monitoring.v1.ReadingRejectionReason\"`\n\x15\x43reateBuildingRequest\x12\x33\n\x08\x62uilding\x18\x01 \x01(\x0b\x32!.gatehouse.monitoring.v1.Building\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"M\n\x16\x43reateBuildingResponse\x12\x33\n\x08\x62uilding\x18\x01 \x01(\x0b\x32!.gatehouse.monitoring.v1.Building\"\"\n\x12GetBuildingRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"J\n\x13GetBuildingResponse\x12\x33\n\x08\x62uilding\x18\x01 \x01(\x0b\x32!.gatehouse.monitoring.v1.Building\"=\n\x14ListBuildingsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"f\n\x15ListBuildingsResponse\x12\x34\n\tbuildings\x18\x01 \x03(\x0b\x32!.gatehouse.monitoring.v1.Building\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb4\x01\n\x15RegisterDeviceRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12/\n\x06\x64\x65vice\x18\x02 \x01(\x0b\x32\x1f.gatehouse.monitoring.v1.Device\x12\x46\n\x0f\x63redential_type\x18\x03 \x01(\x0e\x32-.gatehouse.monitoring.v1.DeviceCredentialType\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"_\n\x16RegisterDeviceResponse\x12/\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x1f.gatehouse.monitoring.v1.Device\x12\x14\n\x0c\x64\x65vice_token\x18\x02 \x01(\t\" \n\x10GetDeviceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"D\n\x11GetDeviceResponse\x12/\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x1f.gatehouse.monitoring.v1.Device\"\xd1\x01\n\x12ListDevicesRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x31\n\x04kind\x18\x04 \x01(\x0e\x32#.gatehouse.monitoring.v1.DeviceKind\x12\x33\n\x05state\x18\x05 \x01(\x0e\x32$.gatehouse.monitoring.v1.DeviceState\x12\x0c\n\x04\x64oor\x18\x06 \x01(\t\x12\x0e\n\x06\x66ilter\x18\x07 \x01(\t\"`\n\x13ListDevicesResponse\x12\x30\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x1f.gatehouse.monitoring.v1.Device\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xed\x02\n\x14\x43onnectDeviceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12\x35\n\x05hello\x18\x03 \x01(\x0b\x32$.gatehouse.monitoring.v1.DeviceHelloH\x00\x12=\n\theartbeat\x18\x04 \x01(\x0b\x32(.gatehouse.monitoring.v1.DeviceHeartbeatH\x00\x12\x39\n\x08readings\x18\x05 \x01(\x0b\x32%.gatehouse.monitoring.v1.ReadingBatchH\x00\x12\x35\n\x05\x65vent\x18\x06 \x01(\x0b\x32$.gatehouse.monitoring.v1.DeviceEventH\x00\x12@\n\x0b\x63ommand_ack\x18\x07 \x01(\x0b\x32).gatehouse.monitoring.v1.DeviceCommandAckH\x00\x42\t\n\x07message\"\xe1\x01\n\x15\x43onnectDeviceResponse\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x39\n\x07welcome\x18\x02 \x01(\x0b\x32&.gatehouse.monitoring.v1.DeviceWelcomeH\x00\x12\x39\n\x07\x63ommand\x18\x03 \x01(\x0b\x32&.gatehouse.monitoring.v1.DeviceCommandH\x00\x12\x33\n\x04ping\x18\x04 \x01(\x0b\x32#.gatehouse.monitoring.v1.DevicePingH\x00\x42\t\n\x07message\"[\n\x15ReportReadingsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x34\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32%.gatehouse.monitoring.v1.ReadingBatch\"\xf8\x01\n\x16ReportReadingsResponse\x12\x13\n\x0b\x62\x61tch_count\x18\x01 \x01(\x05\x12\x1d\n\x15\x64uplicate_batch_count\x18\x02 \x01(\x05\x12\x16\n\x0e\x61\x63\x63\x65pted_count\x18\x03 \x01(\x03\x12\x16\n\x0erejected_count\x18\x04 \x01(\x03\x12=\n\nrejections\x18\x05 \x03(\x0b\x32).gatehouse.monitoring.v1.ReadingRejection\x12;\n\x13\x61\x63\x63\x65pted_time_range\x18\x06 \x01(\x0b\x32\x1e.gatehouse.common.v1.TimeRange\"\xf4\x01\n\x18SendDeviceCommandRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x38\n\x04kind\x18\x02 \x01(\x0e\x32*.gatehouse.monitoring.v1.DeviceCommandKind\x12@\n\topen_door\x18\x03 \x01(\x0b\x32+.gatehouse.monitoring.v1.OpenDoorParametersH\x00\x12,\n\x08\x64\x65\x61\x64line\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x05 \x01(\tB\x0c\n\nparameters\"]\n\x19SendDeviceCommandResponse\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12,\n\x08\x64\x65\x61\x64line\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb1\x01\n\x11RaiseAlertRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12/\n\x08severity\x18\x02 \x01(\x0e\x32\x1d.gatehouse.common.v1.Severity\x12\x0f\n\x07summary\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\x11\n\tdedup_key\x18\x06 \x01(\t\x12\x12\n\nrequest_id\x18\x07 \x01(\t\"Y\n\x12RaiseAlertResponse\x12-\n\x05\x61lert\x18\x01 \x01(\x0b\x32\x1e.gatehouse.monitoring.v1.Alert\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x02 \x01(\x08\"I\n\x17\x41\x63knowledgeAlertRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"I\n\x18\x41\x63knowledgeAlertResponse\x12-\n\x05\x61lert\x18\x01 \x01(\x0b\x32\x1e.gatehouse.monitoring.v1.Alert\"E\n\x13ResolveAlertRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04note\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"E\n\x14ResolveAlertResponse\x12-\n\x05\x61lert\x18\x01 \x01(\x0b\x32\x1e.gatehouse.monitoring.v1.Alert\"\xc2\x02\n\x11ListAlertsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x33\n\x06states\x18\x05 \x03(\x0e\x32#.gatehouse.monitoring.v1.AlertState\x12\x33\n\x0cmin_severity\x18\x06 \x01(\x0e\x32\x1d.gatehouse.common.v1.Severity\x12\x30\n\x04rule\x18\x07 \x01(\x0e\x32\".gatehouse.monitoring.v1.AlertRule\x12\x38\n\x10raise_time_range\x18\x08 \x01(\x0b\x32\x1e.gatehouse.common.v1.TimeRange\x12\x10\n\x08order_by\x18\t \x01(\t\"]\n\x12ListAlertsResponse\x12.\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x1e.gatehouse.monitoring.v1.Alert\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x87\x01\n\x13StreamEventsRequest\x12\x10\n\x08\x62uilding\x18\x01 \x01(\t\x12\x13\n\x0b\x65vent_types\x18\x02 \x03(\t\x12\x33\n\x0cmin_severity\x18\x03 \x01(\x0e\x32\x1d.gatehouse.common.v1.Severity\x12\x14\n\x0cresume_after\x18\x04 \x01(\t\"\x87\x01\n\x14StreamEventsResponse\x12\x32\n\x05\x65vent\x18\x01 \x01(\x0b\x32!.gatehouse.monitoring.v1.FeedItemH\x00\x12\x33\n\theartbeat\x18\x02 \x01(\x0b\x32\x1e.gatehouse.common.v1.HeartbeatH\x00\x42\x06\n\x04item\"(\n\x18GetBuildingStatusRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"T\n\x19GetBuildingStatusResponse\x12\x37\n\x06status\x18\x01 \x01(\x0b\x32\'.gatehouse.monitoring.v1.BuildingStatus*z\n\nDeviceKind\x12\x1b\n\x17\x44\x45VICE_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x44\x45VICE_KIND_CAMERA\x10\x01\x12\x1f\n\x1b\x44\x45VICE_KIND_DOOR_CONTROLLER\x10\x02\x12\x16\n\x12\x44\x45VICE_KIND_SENSOR\x10\x03*x\n\x0b\x44\x65viceState\x12\x1c\n\x18\x44\x45VICE_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44\x45VICE_STATE_UNKNOWN\x10\x01\x12\x17\n\x13\x44\x45VICE_STATE_ONLINE\x10\x02\x12\x18\n\x14\x44\x45VICE_STATE_OFFLINE\x10\x03*\x88\x01\n\x14\x44\x65viceCredentialType\x12&\n\"DEVICE_CREDENTIAL_TYPE_UNSPECIFIED\x10\x00\x12&\n\"DEVICE_CREDENTIAL_TYPE_CERTIFICATE\x10\x01\x12 \n\x1c\x44\x45VICE_CREDENTIAL_TYPE_TOKEN\x10\x02*w\n\nAlertState\x12\x1b\n\x17\x41LERT_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41LERT_STATE_OPEN\x10\x01\x12\x1c\n\x18\x41LERT_STATE_ACKNOWLEDGED\x10\x02\x12\x18\n\x14\x41LERT_STATE_RESOLVED\x10\x03*\xd4\x01\n\tAlertRule\x12\x1a\n\x16\x41LERT_RULE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41LERT_RULE_MANUAL\x10\x01\x12\x1a\n\x16\x41LERT_RULE_DOOR_FORCED\x10\x02\x12\x1d\n\x19\x41LERT_RULE_DOOR_HELD_OPEN\x10\x03\x12#\n\x1f\x41LERT_RULE_MOTION_OUTSIDE_HOURS\x10\x04\x12\x1d\n\x19\x41LERT_RULE_DEVICE_OFFLINE\x10\x05\x12\x15\n\x11\x41LERT_RULE_TAMPER\x10\x06*\xb9\x01\n\x0f\x44\x65viceEventKind\x12!\n\x1d\x44\x45VICE_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44\x45VICE_EVENT_KIND_MOTION\x10\x01\x12\x1c\n\x18\x44\x45VICE_EVENT_KIND_TAMPER\x10\x02\x12!\n\x1d\x44\x45VICE_EVENT_KIND_DOOR_FORCED\x10\x03\x12$\n DEVICE_EVENT_KIND_DOOR_HELD_OPEN\x10\x04*\xb9\x02\n\x11\x44\x65viceCommandKind\x12#\n\x1f\x44\x45VICE_COMMAND_KIND_UNSPECIFIED\x10\x00\x12!\n\x1d\x44\x45VICE_COMMAND_KIND_OPEN_DOOR\x10\x01\x12!\n\x1d\x44\x45VICE_COMMAND_KIND_LOCK_DOWN\x10\x02\x12(\n$DEVICE_COMMAND_KIND_RELEASE_LOCKDOWN\x10\x03\x12\x1e\n\x1a\x44\x45VICE_COMMAND_KIND_REBOOT\x10\x04\x12(\n$DEVICE_COMMAND_KIND_REQUEST_SNAPSHOT\x10\x05\x12%\n!DEVICE_COMMAND_KIND_HOLD_UNLOCKED\x10\x06\x12\x1e\n\x1a\x44\x45VICE_COMMAND_KIND_RELOCK\x10\x07*\xca\x01\n\x13\x44\x65viceCommandResult\x12%\n!DEVICE_COMMAND_RESULT_UNSPECIFIED\x10\x00\x12#\n\x1f\x44\x45VICE_COMMAND_RESULT_SUCCEEDED\x10\x01\x12 \n\x1c\x44\x45VICE_COMMAND_RESULT_FAILED\x10\x02\x12\"\n\x1e\x44\x45VICE_COMMAND_RESULT_REJECTED\x10\x03\x12!\n\x1d\x44\x45VICE_COMMAND_RESULT_EXPIRED\x10\x04*\x9e\x02\n\x16ReadingRejectionReason\x12(\n$READING_REJECTION_REASON_UNSPECIFIED\x10\x00\x12+\n\'READING_REJECTION_REASON_TIME_IN_FUTURE\x10\x01\x12)\n%READING_REJECTION_REASON_TIME_TOO_OLD\x10\x02\x12-\n)READING_REJECTION_REASON_VALUE_NOT_FINITE\x10\x03\x12+\n\'READING_REJECTION_REASON_INVALID_METRIC\x10\x04\x12&\n\"READING_REJECTION_REASON_DUPLICATE\x10\x05\x32\xf1\x15\n\x11MonitoringService\x12\xb3\x01\n\x0e\x43reateBuilding\x12..gatehouse.monitoring.v1.CreateBuildingRequest\x1a/.gatehouse.monitoring.v1.CreateBuildingResponse\"@\x8a\xb5\x18\x1d\x1a\x1bmonitoring.buildings.manage\x82\xd3\xe4\x93\x02\x19\"\r/v1/buildings:\x08\x62uilding\x12\xa7\x01\n\x0bGetBuilding\x12+.gatehouse.monitoring.v1.GetBuildingRequest\x1a,.gatehouse.monitoring.v1.GetBuildingResponse\"=\x8a\xb5\x18\x1b\x1a\x19monitoring.buildings.read\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/{name=buildings/*}\x12\xa4\x01\n\rListBuildings\x12-.gatehouse.monitoring.v1.ListBuildingsRequest\x1a..gatehouse.monitoring.v1.ListBuildingsResponse\"4\x8a\xb5\x18\x1b\x1a\x19monitoring.buildings.read\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/buildings\x12\xc2\x01\n\x0eRegisterDevice\x12..gatehouse.monitoring.v1.RegisterDeviceRequest\x1a/.gatehouse.monitoring.v1.RegisterDeviceResponse\"O\x8a\xb5\x18\x1b\x1a\x19monitoring.devices.manage\x82\xd3\xe4\x93\x02*\" /v1/{parent=buildings/*}/devices:\x06\x64\x65vice\x12\xa9\x01\n\tGetDevice\x12).gatehouse.monitoring.v1.GetDeviceRequest\x1a*.gatehouse.monitoring.v1.GetDeviceResponse\"E\x8a\xb5\x18\x19\x1a\x17monitoring.devices.read\x82\xd3\xe4\x93\x02\"\x12 /v1/{name=buildings/*/devices/*}\x12\xaf\x01\n\x0bListDevices\x12+.gatehouse.monitoring.v1.ListDevicesRequest\x1a,.gatehouse.monitoring.v1.ListDevicesResponse\"E\x8a\xb5\x18\x19\x1a\x17monitoring.devices.read\x82\xd3\xe4\x93\x02\"\x12 /v1/{parent=buildings/*}/devices\x12\xad\x01\n\rConnectDevice\x12-.gatehouse.monitoring.v1.ConnectDeviceRequest\x1a..gatehouse.monitoring.v1.ConnectDeviceResponse\"9\x8a\xb5\x18\x02(\x01\x82\xd3\xe4\x93\x02-\"(/v1/{name=buildings/*/devices/*}:connect:\x01*(\x01\x30\x01\x12\xb5\x01\n\x0eReportReadings\x12..gatehouse.monitoring.v1.ReportReadingsRequest\x1a/.gatehouse.monitoring.v1.ReportReadingsResponse\"@\x8a\xb5\x18\x02(\x01\x82\xd3\xe4\x93\x02\x34\"//v1/{name=buildings/*/devices/*}:reportReadings:\x01*(\x01\x12\xd3\x01\n\x11SendDeviceCommand\x12\x31.gatehouse.monitoring.v1.SendDeviceCommandRequest\x1a\x32.gatehouse.monitoring.v1.SendDeviceCommandResponse\"W\x8a\xb5\x18\x1c\x1a\x1amonitoring.devices.command\x82\xd3\xe4\x93\x02\x31\",/v1/{name=buildings/*/devices/*}:sendCommand:\x01*\x12\xb5\x01\n\nRaiseAlert\x12*.gatehouse.monitoring.v1.RaiseAlertRequest\x1a+.gatehouse.monitoring.v1.RaiseAlertResponse\"N\x8a\xb5\x18\x1a\x1a\x18monitoring.alerts.manage\x82\xd3\xe4\x93\x02*\"%/v1/{parent=buildings/*}/alerts:raise:\x01*\x12\xcd\x01\n\x10\x41\x63knowledgeAlert\x12\x30.gatehouse.monitoring.v1.AcknowledgeAlertRequest\x1a\x31.gatehouse.monitoring.v1.AcknowledgeAlertResponse\"T\x8a\xb5\x18\x1a\x1a\x18monitoring.alerts.manage\x82\xd3\xe4\x93\x02\x30\"+/v1/{name=buildings/*/alerts/*}:acknowledge:\x01*\x12\xbd\x01\n\x0cResolveAlert\x12,.gatehouse.monitoring.v1.ResolveAlertRequest\x1a-.gatehouse.monitoring.v1.ResolveAlertResponse\"P\x8a\xb5\x18\x1a\x1a\x18monitoring.alerts.manage\x82\xd3\xe4\x93\x02,\"\'/v1/{name=buildings/*/alerts/*}:resolve:\x01*\x12\xaa\x01\n\nListAlerts\x12*.gatehouse.monitoring.v1.ListAlertsRequest\x1a+.gatehouse.monitoring.v1.ListAlertsResponse\"C\x8a\xb5\x18\x18\x1a\x16monitoring.alerts.read\x82\xd3\xe4\x93\x02!\x12\x1f/v1/{parent=buildings/*}/alerts\x12\xbb\x01\n\x0cStreamEvents\x12,.gatehouse.monitoring.v1.StreamEventsRequest\x1a-.gatehouse.monitoring.v1.StreamEventsResponse\"L\x8a\xb5\x18\x18\x1a\x16monitoring.events.read\x82\xd3\xe4\x93\x02*\x12(/v1/{building=buildings/*}/events:stream0\x01\x12\xc0\x01\n\x11GetBuildingStatus\x12\x31.gatehouse.monitoring.v1.GetBuildingStatusRequest\x1a\x32.gatehouse.monitoring.v1.GetBuildingStatusResponse\"D\x8a\xb5\x18\x1b\x1a\x19monitoring.buildings.read\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/{name=buildings/*/status}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,163 +45,163 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DEVICEEVENT_ATTRIBUTESENTRY']._loaded_options = None
   _globals['_DEVICEEVENT_ATTRIBUTESENTRY']._serialized_options = b'8\001'
   _globals['_MONITORINGSERVICE'].methods_by_name['CreateBuilding']._loaded_options = None
-  _globals['_MONITORINGSERVICE'].methods_by_name['CreateBuilding']._serialized_options = b'\202\323\344\223\002\031\"\r/v1/buildings:\010building'
+  _globals['_MONITORINGSERVICE'].methods_by_name['CreateBuilding']._serialized_options = b'\212\265\030\035\032\033monitoring.buildings.manage\202\323\344\223\002\031\"\r/v1/buildings:\010building'
   _globals['_MONITORINGSERVICE'].methods_by_name['GetBuilding']._loaded_options = None
-  _globals['_MONITORINGSERVICE'].methods_by_name['GetBuilding']._serialized_options = b'\202\323\344\223\002\030\022\026/v1/{name=buildings/*}'
+  _globals['_MONITORINGSERVICE'].methods_by_name['GetBuilding']._serialized_options = b'\212\265\030\033\032\031monitoring.buildings.read\202\323\344\223\002\030\022\026/v1/{name=buildings/*}'
   _globals['_MONITORINGSERVICE'].methods_by_name['ListBuildings']._loaded_options = None
-  _globals['_MONITORINGSERVICE'].methods_by_name['ListBuildings']._serialized_options = b'\202\323\344\223\002\017\022\r/v1/buildings'
+  _globals['_MONITORINGSERVICE'].methods_by_name['ListBuildings']._serialized_options = b'\212\265\030\033\032\031monitoring.buildings.read\202\323\344\223\002\017\022\r/v1/buildings'
   _globals['_MONITORINGSERVICE'].methods_by_name['RegisterDevice']._loaded_options = None
-  _globals['_MONITORINGSERVICE'].methods_by_name['RegisterDevice']._serialized_options = b'\202\323\344\223\002*\" /v1/{parent=buildings/*}/devices:\006device'
+  _globals['_MONITORINGSERVICE'].methods_by_name['RegisterDevice']._serialized_options = b'\212\265\030\033\032\031monitoring.devices.manage\202\323\344\223\002*\" /v1/{parent=buildings/*}/devices:\006device'
   _globals['_MONITORINGSERVICE'].methods_by_name['GetDevice']._loaded_options = None
-  _globals['_MONITORINGSERVICE'].methods_by_name['GetDevice']._serialized_options = b'\202\323\344\223\002\"\022 /v1/{name=buildings/*/devices/*}'
+  _globals['_MONITORINGSERVICE'].methods_by_name['GetDevice']._serialized_options = b'\212\265\030\031\032\027monitoring.devices.read\202\323\344\223\002\"\022 /v1/{name=buildings/*/devices/*}'
   _globals['_MONITORINGSERVICE'].methods_by_name['ListDevices']._loaded_options = None
-  _globals['_MONITORINGSERVICE'].methods_by_name['ListDevices']._serialized_options = b'\202\323\344\223\002\"\022 /v1/{parent=buildings/*}/devices'
+  _globals['_MONITORINGSERVICE'].methods_by_name['ListDevices']._serialized_options = b'\212\265\030\031\032\027monitoring.devices.read\202\323\344\223\002\"\022 /v1/{parent=buildings/*}/devices'
   _globals['_MONITORINGSERVICE'].methods_by_name['ConnectDevice']._loaded_options = None
-  _globals['_MONITORINGSERVICE'].methods_by_name['ConnectDevice']._serialized_options = b'\202\323\344\223\002-\"(/v1/{name=buildings/*/devices/*}:connect:\001*'
+  _globals['_MONITORINGSERVICE'].methods_by_name['ConnectDevice']._serialized_options = b'\212\265\030\002(\001\202\323\344\223\002-\"(/v1/{name=buildings/*/devices/*}:connect:\001*'
   _globals['_MONITORINGSERVICE'].methods_by_name['ReportReadings']._loaded_options = None
-  _globals['_MONITORINGSERVICE'].methods_by_name['ReportReadings']._serialized_options = b'\202\323\344\223\0024\"//v1/{name=buildings/*/devices/*}:reportReadings:\001*'
+  _globals['_MONITORINGSERVICE'].methods_by_name['ReportReadings']._serialized_options = b'\212\265\030\002(\001\202\323\344\223\0024\"//v1/{name=buildings/*/devices/*}:reportReadings:\001*'
   _globals['_MONITORINGSERVICE'].methods_by_name['SendDeviceCommand']._loaded_options = None
-  _globals['_MONITORINGSERVICE'].methods_by_name['SendDeviceCommand']._serialized_options = b'\202\323\344\223\0021\",/v1/{name=buildings/*/devices/*}:sendCommand:\001*'
+  _globals['_MONITORINGSERVICE'].methods_by_name['SendDeviceCommand']._serialized_options = b'\212\265\030\034\032\032monitoring.devices.command\202\323\344\223\0021\",/v1/{name=buildings/*/devices/*}:sendCommand:\001*'
   _globals['_MONITORINGSERVICE'].methods_by_name['RaiseAlert']._loaded_options = None
-  _globals['_MONITORINGSERVICE'].methods_by_name['RaiseAlert']._serialized_options = b'\202\323\344\223\002*\"%/v1/{parent=buildings/*}/alerts:raise:\001*'
+  _globals['_MONITORINGSERVICE'].methods_by_name['RaiseAlert']._serialized_options = b'\212\265\030\032\032\030monitoring.alerts.manage\202\323\344\223\002*\"%/v1/{parent=buildings/*}/alerts:raise:\001*'
   _globals['_MONITORINGSERVICE'].methods_by_name['AcknowledgeAlert']._loaded_options = None
-  _globals['_MONITORINGSERVICE'].methods_by_name['AcknowledgeAlert']._serialized_options = b'\202\323\344\223\0020\"+/v1/{name=buildings/*/alerts/*}:acknowledge:\001*'
+  _globals['_MONITORINGSERVICE'].methods_by_name['AcknowledgeAlert']._serialized_options = b'\212\265\030\032\032\030monitoring.alerts.manage\202\323\344\223\0020\"+/v1/{name=buildings/*/alerts/*}:acknowledge:\001*'
   _globals['_MONITORINGSERVICE'].methods_by_name['ResolveAlert']._loaded_options = None
-  _globals['_MONITORINGSERVICE'].methods_by_name['ResolveAlert']._serialized_options = b'\202\323\344\223\002,\"\'/v1/{name=buildings/*/alerts/*}:resolve:\001*'
+  _globals['_MONITORINGSERVICE'].methods_by_name['ResolveAlert']._serialized_options = b'\212\265\030\032\032\030monitoring.alerts.manage\202\323\344\223\002,\"\'/v1/{name=buildings/*/alerts/*}:resolve:\001*'
   _globals['_MONITORINGSERVICE'].methods_by_name['ListAlerts']._loaded_options = None
-  _globals['_MONITORINGSERVICE'].methods_by_name['ListAlerts']._serialized_options = b'\202\323\344\223\002!\022\037/v1/{parent=buildings/*}/alerts'
+  _globals['_MONITORINGSERVICE'].methods_by_name['ListAlerts']._serialized_options = b'\212\265\030\030\032\026monitoring.alerts.read\202\323\344\223\002!\022\037/v1/{parent=buildings/*}/alerts'
   _globals['_MONITORINGSERVICE'].methods_by_name['StreamEvents']._loaded_options = None
-  _globals['_MONITORINGSERVICE'].methods_by_name['StreamEvents']._serialized_options = b'\202\323\344\223\002*\022(/v1/{building=buildings/*}/events:stream'
+  _globals['_MONITORINGSERVICE'].methods_by_name['StreamEvents']._serialized_options = b'\212\265\030\030\032\026monitoring.events.read\202\323\344\223\002*\022(/v1/{building=buildings/*}/events:stream'
   _globals['_MONITORINGSERVICE'].methods_by_name['GetBuildingStatus']._loaded_options = None
-  _globals['_MONITORINGSERVICE'].methods_by_name['GetBuildingStatus']._serialized_options = b'\202\323\344\223\002\037\022\035/v1/{name=buildings/*/status}'
-  _globals['_DEVICEKIND']._serialized_start=9006
-  _globals['_DEVICEKIND']._serialized_end=9128
-  _globals['_DEVICESTATE']._serialized_start=9130
-  _globals['_DEVICESTATE']._serialized_end=9250
-  _globals['_DEVICECREDENTIALTYPE']._serialized_start=9253
-  _globals['_DEVICECREDENTIALTYPE']._serialized_end=9389
-  _globals['_ALERTSTATE']._serialized_start=9391
-  _globals['_ALERTSTATE']._serialized_end=9510
-  _globals['_ALERTRULE']._serialized_start=9513
-  _globals['_ALERTRULE']._serialized_end=9725
-  _globals['_DEVICEEVENTKIND']._serialized_start=9728
-  _globals['_DEVICEEVENTKIND']._serialized_end=9913
-  _globals['_DEVICECOMMANDKIND']._serialized_start=9916
-  _globals['_DEVICECOMMANDKIND']._serialized_end=10229
-  _globals['_DEVICECOMMANDRESULT']._serialized_start=10232
-  _globals['_DEVICECOMMANDRESULT']._serialized_end=10434
-  _globals['_READINGREJECTIONREASON']._serialized_start=10437
-  _globals['_READINGREJECTIONREASON']._serialized_end=10723
-  _globals['_BUILDING']._serialized_start=318
-  _globals['_BUILDING']._serialized_end=616
-  _globals['_LOCKDOWNPOLICY']._serialized_start=619
-  _globals['_LOCKDOWNPOLICY']._serialized_end=756
-  _globals['_ALERTRULESETTINGS']._serialized_start=759
-  _globals['_ALERTRULESETTINGS']._serialized_end=991
-  _globals['_WEEKLYWINDOW']._serialized_start=994
-  _globals['_WEEKLYWINDOW']._serialized_end=1131
-  _globals['_DEVICE']._serialized_start=1134
-  _globals['_DEVICE']._serialized_end=1663
-  _globals['_DEVICE_LABELSENTRY']._serialized_start=1618
-  _globals['_DEVICE_LABELSENTRY']._serialized_end=1663
-  _globals['_ALERT']._serialized_start=1666
-  _globals['_ALERT']._serialized_end=2370
-  _globals['_BUILDINGSTATUS']._serialized_start=2373
-  _globals['_BUILDINGSTATUS']._serialized_end=2728
-  _globals['_DEVICECOUNTS']._serialized_start=2730
-  _globals['_DEVICECOUNTS']._serialized_end=2812
-  _globals['_DEVICEKINDCOUNTS']._serialized_start=2814
-  _globals['_DEVICEKINDCOUNTS']._serialized_end=2938
-  _globals['_ALERTCOUNTS']._serialized_start=2940
-  _globals['_ALERTCOUNTS']._serialized_end=3050
-  _globals['_EMERGENCYSTATE']._serialized_start=3052
-  _globals['_EMERGENCYSTATE']._serialized_end=3172
-  _globals['_FEEDITEM']._serialized_start=3175
-  _globals['_FEEDITEM']._serialized_end=3388
-  _globals['_DEVICEHELLO']._serialized_start=3391
-  _globals['_DEVICEHELLO']._serialized_end=3598
-  _globals['_DEVICEWELCOME']._serialized_start=3601
-  _globals['_DEVICEWELCOME']._serialized_end=3822
-  _globals['_DEVICEHEARTBEAT']._serialized_start=3824
-  _globals['_DEVICEHEARTBEAT']._serialized_end=3950
-  _globals['_DEVICEPING']._serialized_start=3952
-  _globals['_DEVICEPING']._serialized_end=4030
-  _globals['_DEVICEEVENT']._serialized_start=4033
-  _globals['_DEVICEEVENT']._serialized_end=4380
-  _globals['_DEVICEEVENT_ATTRIBUTESENTRY']._serialized_start=4331
-  _globals['_DEVICEEVENT_ATTRIBUTESENTRY']._serialized_end=4380
-  _globals['_DEVICECOMMAND']._serialized_start=4383
-  _globals['_DEVICECOMMAND']._serialized_end=4652
-  _globals['_OPENDOORPARAMETERS']._serialized_start=4654
-  _globals['_OPENDOORPARAMETERS']._serialized_end=4726
-  _globals['_DEVICECOMMANDACK']._serialized_start=4729
-  _globals['_DEVICECOMMANDACK']._serialized_end=4897
-  _globals['_READINGBATCH']._serialized_start=4899
-  _globals['_READINGBATCH']._serialized_end=4983
-  _globals['_READING']._serialized_start=4985
-  _globals['_READING']._serialized_end=5067
-  _globals['_READINGREJECTION']._serialized_start=5069
-  _globals['_READINGREJECTION']._serialized_end=5185
-  _globals['_CREATEBUILDINGREQUEST']._serialized_start=5187
-  _globals['_CREATEBUILDINGREQUEST']._serialized_end=5283
-  _globals['_CREATEBUILDINGRESPONSE']._serialized_start=5285
-  _globals['_CREATEBUILDINGRESPONSE']._serialized_end=5362
-  _globals['_GETBUILDINGREQUEST']._serialized_start=5364
-  _globals['_GETBUILDINGREQUEST']._serialized_end=5398
-  _globals['_GETBUILDINGRESPONSE']._serialized_start=5400
-  _globals['_GETBUILDINGRESPONSE']._serialized_end=5474
-  _globals['_LISTBUILDINGSREQUEST']._serialized_start=5476
-  _globals['_LISTBUILDINGSREQUEST']._serialized_end=5537
-  _globals['_LISTBUILDINGSRESPONSE']._serialized_start=5539
-  _globals['_LISTBUILDINGSRESPONSE']._serialized_end=5641
-  _globals['_REGISTERDEVICEREQUEST']._serialized_start=5644
-  _globals['_REGISTERDEVICEREQUEST']._serialized_end=5824
-  _globals['_REGISTERDEVICERESPONSE']._serialized_start=5826
-  _globals['_REGISTERDEVICERESPONSE']._serialized_end=5921
-  _globals['_GETDEVICEREQUEST']._serialized_start=5923
-  _globals['_GETDEVICEREQUEST']._serialized_end=5955
-  _globals['_GETDEVICERESPONSE']._serialized_start=5957
-  _globals['_GETDEVICERESPONSE']._serialized_end=6025
-  _globals['_LISTDEVICESREQUEST']._serialized_start=6028
-  _globals['_LISTDEVICESREQUEST']._serialized_end=6237
-  _globals['_LISTDEVICESRESPONSE']._serialized_start=6239
-  _globals['_LISTDEVICESRESPONSE']._serialized_end=6335
-  _globals['_CONNECTDEVICEREQUEST']._serialized_start=6338
-  _globals['_CONNECTDEVICEREQUEST']._serialized_end=6703
-  _globals['_CONNECTDEVICERESPONSE']._serialized_start=6706
-  _globals['_CONNECTDEVICERESPONSE']._serialized_end=6931
-  _globals['_REPORTREADINGSREQUEST']._serialized_start=6933
-  _globals['_REPORTREADINGSREQUEST']._serialized_end=7024
-  _globals['_REPORTREADINGSRESPONSE']._serialized_start=7027
-  _globals['_REPORTREADINGSRESPONSE']._serialized_end=7275
-  _globals['_SENDDEVICECOMMANDREQUEST']._serialized_start=7278
-  _globals['_SENDDEVICECOMMANDREQUEST']._serialized_end=7522
-  _globals['_SENDDEVICECOMMANDRESPONSE']._serialized_start=7524
-  _globals['_SENDDEVICECOMMANDRESPONSE']._serialized_end=7617
-  _globals['_RAISEALERTREQUEST']._serialized_start=7620
-  _globals['_RAISEALERTREQUEST']._serialized_end=7797
-  _globals['_RAISEALERTRESPONSE']._serialized_start=7799
-  _globals['_RAISEALERTRESPONSE']._serialized_end=7888
-  _globals['_ACKNOWLEDGEALERTREQUEST']._serialized_start=7890
-  _globals['_ACKNOWLEDGEALERTREQUEST']._serialized_end=7963
-  _globals['_ACKNOWLEDGEALERTRESPONSE']._serialized_start=7965
-  _globals['_ACKNOWLEDGEALERTRESPONSE']._serialized_end=8038
-  _globals['_RESOLVEALERTREQUEST']._serialized_start=8040
-  _globals['_RESOLVEALERTREQUEST']._serialized_end=8109
-  _globals['_RESOLVEALERTRESPONSE']._serialized_start=8111
-  _globals['_RESOLVEALERTRESPONSE']._serialized_end=8180
-  _globals['_LISTALERTSREQUEST']._serialized_start=8183
-  _globals['_LISTALERTSREQUEST']._serialized_end=8505
-  _globals['_LISTALERTSRESPONSE']._serialized_start=8507
-  _globals['_LISTALERTSRESPONSE']._serialized_end=8600
-  _globals['_STREAMEVENTSREQUEST']._serialized_start=8603
-  _globals['_STREAMEVENTSREQUEST']._serialized_end=8738
-  _globals['_STREAMEVENTSRESPONSE']._serialized_start=8741
-  _globals['_STREAMEVENTSRESPONSE']._serialized_end=8876
-  _globals['_GETBUILDINGSTATUSREQUEST']._serialized_start=8878
-  _globals['_GETBUILDINGSTATUSREQUEST']._serialized_end=8918
-  _globals['_GETBUILDINGSTATUSRESPONSE']._serialized_start=8920
-  _globals['_GETBUILDINGSTATUSRESPONSE']._serialized_end=9004
-  _globals['_MONITORINGSERVICE']._serialized_start=10726
-  _globals['_MONITORINGSERVICE']._serialized_end=13122
+  _globals['_MONITORINGSERVICE'].methods_by_name['GetBuildingStatus']._serialized_options = b'\212\265\030\033\032\031monitoring.buildings.read\202\323\344\223\002\037\022\035/v1/{name=buildings/*/status}'
+  _globals['_DEVICEKIND']._serialized_start=9047
+  _globals['_DEVICEKIND']._serialized_end=9169
+  _globals['_DEVICESTATE']._serialized_start=9171
+  _globals['_DEVICESTATE']._serialized_end=9291
+  _globals['_DEVICECREDENTIALTYPE']._serialized_start=9294
+  _globals['_DEVICECREDENTIALTYPE']._serialized_end=9430
+  _globals['_ALERTSTATE']._serialized_start=9432
+  _globals['_ALERTSTATE']._serialized_end=9551
+  _globals['_ALERTRULE']._serialized_start=9554
+  _globals['_ALERTRULE']._serialized_end=9766
+  _globals['_DEVICEEVENTKIND']._serialized_start=9769
+  _globals['_DEVICEEVENTKIND']._serialized_end=9954
+  _globals['_DEVICECOMMANDKIND']._serialized_start=9957
+  _globals['_DEVICECOMMANDKIND']._serialized_end=10270
+  _globals['_DEVICECOMMANDRESULT']._serialized_start=10273
+  _globals['_DEVICECOMMANDRESULT']._serialized_end=10475
+  _globals['_READINGREJECTIONREASON']._serialized_start=10478
+  _globals['_READINGREJECTIONREASON']._serialized_end=10764
+  _globals['_BUILDING']._serialized_start=359
+  _globals['_BUILDING']._serialized_end=657
+  _globals['_LOCKDOWNPOLICY']._serialized_start=660
+  _globals['_LOCKDOWNPOLICY']._serialized_end=797
+  _globals['_ALERTRULESETTINGS']._serialized_start=800
+  _globals['_ALERTRULESETTINGS']._serialized_end=1032
+  _globals['_WEEKLYWINDOW']._serialized_start=1035
+  _globals['_WEEKLYWINDOW']._serialized_end=1172
+  _globals['_DEVICE']._serialized_start=1175
+  _globals['_DEVICE']._serialized_end=1704
+  _globals['_DEVICE_LABELSENTRY']._serialized_start=1659
+  _globals['_DEVICE_LABELSENTRY']._serialized_end=1704
+  _globals['_ALERT']._serialized_start=1707
+  _globals['_ALERT']._serialized_end=2411
+  _globals['_BUILDINGSTATUS']._serialized_start=2414
+  _globals['_BUILDINGSTATUS']._serialized_end=2769
+  _globals['_DEVICECOUNTS']._serialized_start=2771
+  _globals['_DEVICECOUNTS']._serialized_end=2853
+  _globals['_DEVICEKINDCOUNTS']._serialized_start=2855
+  _globals['_DEVICEKINDCOUNTS']._serialized_end=2979
+  _globals['_ALERTCOUNTS']._serialized_start=2981
+  _globals['_ALERTCOUNTS']._serialized_end=3091
+  _globals['_EMERGENCYSTATE']._serialized_start=3093
+  _globals['_EMERGENCYSTATE']._serialized_end=3213
+  _globals['_FEEDITEM']._serialized_start=3216
+  _globals['_FEEDITEM']._serialized_end=3429
+  _globals['_DEVICEHELLO']._serialized_start=3432
+  _globals['_DEVICEHELLO']._serialized_end=3639
+  _globals['_DEVICEWELCOME']._serialized_start=3642
+  _globals['_DEVICEWELCOME']._serialized_end=3863
+  _globals['_DEVICEHEARTBEAT']._serialized_start=3865
+  _globals['_DEVICEHEARTBEAT']._serialized_end=3991
+  _globals['_DEVICEPING']._serialized_start=3993
+  _globals['_DEVICEPING']._serialized_end=4071
+  _globals['_DEVICEEVENT']._serialized_start=4074
+  _globals['_DEVICEEVENT']._serialized_end=4421
+  _globals['_DEVICEEVENT_ATTRIBUTESENTRY']._serialized_start=4372
+  _globals['_DEVICEEVENT_ATTRIBUTESENTRY']._serialized_end=4421
+  _globals['_DEVICECOMMAND']._serialized_start=4424
+  _globals['_DEVICECOMMAND']._serialized_end=4693
+  _globals['_OPENDOORPARAMETERS']._serialized_start=4695
+  _globals['_OPENDOORPARAMETERS']._serialized_end=4767
+  _globals['_DEVICECOMMANDACK']._serialized_start=4770
+  _globals['_DEVICECOMMANDACK']._serialized_end=4938
+  _globals['_READINGBATCH']._serialized_start=4940
+  _globals['_READINGBATCH']._serialized_end=5024
+  _globals['_READING']._serialized_start=5026
+  _globals['_READING']._serialized_end=5108
+  _globals['_READINGREJECTION']._serialized_start=5110
+  _globals['_READINGREJECTION']._serialized_end=5226
+  _globals['_CREATEBUILDINGREQUEST']._serialized_start=5228
+  _globals['_CREATEBUILDINGREQUEST']._serialized_end=5324
+  _globals['_CREATEBUILDINGRESPONSE']._serialized_start=5326
+  _globals['_CREATEBUILDINGRESPONSE']._serialized_end=5403
+  _globals['_GETBUILDINGREQUEST']._serialized_start=5405
+  _globals['_GETBUILDINGREQUEST']._serialized_end=5439
+  _globals['_GETBUILDINGRESPONSE']._serialized_start=5441
+  _globals['_GETBUILDINGRESPONSE']._serialized_end=5515
+  _globals['_LISTBUILDINGSREQUEST']._serialized_start=5517
+  _globals['_LISTBUILDINGSREQUEST']._serialized_end=5578
+  _globals['_LISTBUILDINGSRESPONSE']._serialized_start=5580
+  _globals['_LISTBUILDINGSRESPONSE']._serialized_end=5682
+  _globals['_REGISTERDEVICEREQUEST']._serialized_start=5685
+  _globals['_REGISTERDEVICEREQUEST']._serialized_end=5865
+  _globals['_REGISTERDEVICERESPONSE']._serialized_start=5867
+  _globals['_REGISTERDEVICERESPONSE']._serialized_end=5962
+  _globals['_GETDEVICEREQUEST']._serialized_start=5964
+  _globals['_GETDEVICEREQUEST']._serialized_end=5996
+  _globals['_GETDEVICERESPONSE']._serialized_start=5998
+  _globals['_GETDEVICERESPONSE']._serialized_end=6066
+  _globals['_LISTDEVICESREQUEST']._serialized_start=6069
+  _globals['_LISTDEVICESREQUEST']._serialized_end=6278
+  _globals['_LISTDEVICESRESPONSE']._serialized_start=6280
+  _globals['_LISTDEVICESRESPONSE']._serialized_end=6376
+  _globals['_CONNECTDEVICEREQUEST']._serialized_start=6379
+  _globals['_CONNECTDEVICEREQUEST']._serialized_end=6744
+  _globals['_CONNECTDEVICERESPONSE']._serialized_start=6747
+  _globals['_CONNECTDEVICERESPONSE']._serialized_end=6972
+  _globals['_REPORTREADINGSREQUEST']._serialized_start=6974
+  _globals['_REPORTREADINGSREQUEST']._serialized_end=7065
+  _globals['_REPORTREADINGSRESPONSE']._serialized_start=7068
+  _globals['_REPORTREADINGSRESPONSE']._serialized_end=7316
+  _globals['_SENDDEVICECOMMANDREQUEST']._serialized_start=7319
+  _globals['_SENDDEVICECOMMANDREQUEST']._serialized_end=7563
+  _globals['_SENDDEVICECOMMANDRESPONSE']._serialized_start=7565
+  _globals['_SENDDEVICECOMMANDRESPONSE']._serialized_end=7658
+  _globals['_RAISEALERTREQUEST']._serialized_start=7661
+  _globals['_RAISEALERTREQUEST']._serialized_end=7838
+  _globals['_RAISEALERTRESPONSE']._serialized_start=7840
+  _globals['_RAISEALERTRESPONSE']._serialized_end=7929
+  _globals['_ACKNOWLEDGEALERTREQUEST']._serialized_start=7931
+  _globals['_ACKNOWLEDGEALERTREQUEST']._serialized_end=8004
+  _globals['_ACKNOWLEDGEALERTRESPONSE']._serialized_start=8006
+  _globals['_ACKNOWLEDGEALERTRESPONSE']._serialized_end=8079
+  _globals['_RESOLVEALERTREQUEST']._serialized_start=8081
+  _globals['_RESOLVEALERTREQUEST']._serialized_end=8150
+  _globals['_RESOLVEALERTRESPONSE']._serialized_start=8152
+  _globals['_RESOLVEALERTRESPONSE']._serialized_end=8221
+  _globals['_LISTALERTSREQUEST']._serialized_start=8224
+  _globals['_LISTALERTSREQUEST']._serialized_end=8546
+  _globals['_LISTALERTSRESPONSE']._serialized_start=8548
+  _globals['_LISTALERTSRESPONSE']._serialized_end=8641
+  _globals['_STREAMEVENTSREQUEST']._serialized_start=8644
+  _globals['_STREAMEVENTSREQUEST']._serialized_end=8779
+  _globals['_STREAMEVENTSRESPONSE']._serialized_start=8782
+  _globals['_STREAMEVENTSRESPONSE']._serialized_end=8917
+  _globals['_GETBUILDINGSTATUSREQUEST']._serialized_start=8919
+  _globals['_GETBUILDINGSTATUSREQUEST']._serialized_end=8959
+  _globals['_GETBUILDINGSTATUSRESPONSE']._serialized_start=8961
+  _globals['_GETBUILDINGSTATUSRESPONSE']._serialized_end=9045
+  _globals['_MONITORINGSERVICE']._serialized_start=10767
+  _globals['_MONITORINGSERVICE']._serialized_end=13568
 # @@protoc_insertion_point(module_scope)
