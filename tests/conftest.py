@@ -39,4 +39,5 @@ def settings(tmp_path_factory: pytest.TempPathFactory, certs_dir: Path) -> Setti
         payments_port=0,
         notifications_port=0,
         shutdown_grace_seconds=2.0,
+        metrics_port=0,
     )

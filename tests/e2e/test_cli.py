@@ -53,10 +53,15 @@ async def run_cli(*args: str, env: dict[str, str], timeout: float = 30) -> tuple
 
 @pytest.fixture
 async def mesh(tmp_path: Path) -> AsyncIterator[RunningMesh]:
-    ports = dict(zip(SERVICE_NAMES, free_ports(len(SERVICE_NAMES)), strict=True))
+    *service_ports, metrics_port = free_ports(len(SERVICE_NAMES) + 1)
+    ports = dict(zip(SERVICE_NAMES, service_ports, strict=True))
     env = {key: value for key, value in os.environ.items() if not key.startswith("GATEHOUSE_")}
     env |= {f"GATEHOUSE_{name.upper()}_PORT": str(port) for name, port in ports.items()}
-    env |= {"GATEHOUSE_HOME": str(tmp_path / ".gatehouse"), "GATEHOUSE_SHUTDOWN_GRACE_SECONDS": "3"}
+    env |= {
+        "GATEHOUSE_HOME": str(tmp_path / ".gatehouse"),
+        "GATEHOUSE_SHUTDOWN_GRACE_SECONDS": "3",
+        "GATEHOUSE_METRICS_PORT": str(metrics_port),
+    }
     process = await asyncio.create_subprocess_exec(
         str(BIN / "gatehouse"),
         "up",

@@ -10,11 +10,18 @@ from gatehouse.runtime.telemetry import create_tracer_provider
 
 
 async def serve(settings: Settings, services: Sequence[ServiceName], *, process_name: str) -> int:
-    mesh = Mesh(settings, services, tracer_provider=create_tracer_provider(process_name))
+    mesh = Mesh(
+        settings,
+        services,
+        tracer_provider=create_tracer_provider(process_name),
+        process_name=process_name,
+    )
 
     def announce(ports: dict[ServiceName, int]) -> None:
         for name, port in ports.items():
             print(f"{name:<14} grpcs://{settings.host}:{port}", flush=True)
+        if mesh.metrics is not None:
+            print(f"{'metrics':<14} http://{settings.host}:{mesh.metrics.port}/metrics", flush=True)
         print(f"certificates   {settings.certificates.resolve()}", flush=True)
         print("ready; Ctrl-C stops", flush=True)
 

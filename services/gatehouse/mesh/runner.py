@@ -18,6 +18,7 @@ from gatehouse.runtime.identity import (
     TokenVerifier,
 )
 from gatehouse.runtime.infrastructure import SharedInfrastructure
+from gatehouse.runtime.metrics import MetricsEndpoint
 from gatehouse.runtime.server import Lifecycle, ServiceServer
 from gatehouse.runtime.service_context import ServiceContext
 from gatehouse.runtime.tls import CertificatePaths, ensure_dev_certificates, server_credentials
@@ -53,10 +54,16 @@ class Mesh:
         tracer_provider: trace.TracerProvider,
         token_verifier: TokenVerifier | None = None,
         ports: dict[ServiceName, int] | None = None,
+        process_name: str = "gatehouse",
     ) -> None:
         self.settings = settings
         self.lifecycle = Lifecycle()
         self.infrastructure = SharedInfrastructure.from_settings(settings)
+        self.metrics = (
+            MetricsEndpoint(process_name, host=settings.host, port=settings.metrics_port)
+            if settings.metrics_enabled
+            else None
+        )
         verifier = token_verifier or JwksTokenVerifier(
             KeyValueKeySource(self.infrastructure.kv),
             issuer=settings.jwt_issuer,
@@ -82,10 +89,13 @@ class Mesh:
                 host=settings.host,
                 port=ports.get(name, settings.port_of(name)),
                 lifecycle=self.lifecycle,
+                metrics=self.metrics.rpc if self.metrics else None,
             )
 
     async def start(self) -> dict[ServiceName, int]:
         await self.infrastructure.start()
+        if self.metrics is not None:
+            self.metrics.start()
         started: list[ServiceServer] = []
         try:
             for server in self.servers.values():
@@ -95,6 +105,8 @@ class Mesh:
             # A half-started mesh must not leave ports bound or connections open behind it.
             await asyncio.gather(*(s.stop(0) for s in started), return_exceptions=True)
             await self.infrastructure.close()
+            if self.metrics is not None:
+                self.metrics.stop()
             raise
         return {name: server.port for name, server in self.servers.items()}
 
@@ -102,6 +114,8 @@ class Mesh:
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
         await asyncio.gather(*(server.stop(grace) for server in self.servers.values()))
         await self.infrastructure.close()
+        if self.metrics is not None:
+            self.metrics.stop()
 
 
 async def run_until_signalled(

@@ -41,7 +41,10 @@ class Settings(BaseSettings):
     monitoring_port: int = Field(default=50053, ge=0, le=65535)
     payments_port: int = Field(default=50054, ge=0, le=65535)
     notifications_port: int = Field(default=50055, ge=0, le=65535)
-    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    metrics_port: int = Field(
+        default=9464, ge=0, le=65535, description="Prometheus `/metrics` of this process."
+    )
+    metrics_enabled: bool = Field(default=True, description="Serve `/metrics` at all.")
 
     certs_dir: Path | None = Field(
         default=None, description="Certificates; defaults to <home>/certs (the dev CA)."

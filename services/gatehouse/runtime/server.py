@@ -27,6 +27,7 @@ from gatehouse.runtime.authorization import (
 from gatehouse.runtime.error_mapping import ErrorMappingInterceptor
 from gatehouse.runtime.errors import Unimplemented
 from gatehouse.runtime.identity import AuthenticationInterceptor, TokenVerifier
+from gatehouse.runtime.metrics import RpcMetrics
 from gatehouse.runtime.telemetry import TracingInterceptor
 from gatehouse.runtime.validation import MethodValidator, ValidationInterceptor
 
@@ -75,6 +76,7 @@ class ServiceServer:
         lifecycle: Lifecycle | None = None,
         denial_audit: DenialAudit | None = None,
         enforce_access_rules: bool = True,
+        metrics: RpcMetrics | None = None,
     ) -> None:
         """`enforce_access_rules=False` exists for tests of other concerns only."""
         self.definition = definition
@@ -86,7 +88,7 @@ class ServiceServer:
         # for everything inside; who the caller is comes before what they may do, and both
         # before the request is looked at.
         interceptors: list[grpc.aio.ServerInterceptor] = [
-            TracingInterceptor(tracer_provider),
+            TracingInterceptor(tracer_provider, metrics, [definition.descriptor]),
             ErrorMappingInterceptor(),
             AuthenticationInterceptor(token_verifier),
         ]

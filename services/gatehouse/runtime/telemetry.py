@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -17,6 +18,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from gatehouse.runtime.interception import ScopedInterceptor, split_method
+from gatehouse.runtime.metrics import RpcMetrics
 
 log = logging.getLogger("gatehouse.rpc")
 
@@ -32,10 +34,23 @@ def create_tracer_provider(
 
 
 class TracingInterceptor(ScopedInterceptor):
-    """Span per RPC (parented on the caller's `traceparent`) and an access-log line."""
+    """Span per RPC (parented on the caller's `traceparent`), RPC metrics and an access-log
+    line."""
 
-    def __init__(self, tracer_provider: trace.TracerProvider) -> None:
+    def __init__(
+        self,
+        tracer_provider: trace.TracerProvider,
+        metrics: RpcMetrics | None = None,
+        services: Iterable[ServiceDescriptor] = (),
+    ) -> None:
         self._tracer = tracer_provider.get_tracer("gatehouse.rpc")
+        self._metrics = metrics
+        self._streaming = frozenset(
+            f"/{service.full_name}/{method.name}"
+            for service in services
+            for method in service.methods
+            if method.client_streaming or method.server_streaming
+        )
 
     @asynccontextmanager
     async def scope(
@@ -49,6 +64,10 @@ class TracingInterceptor(ScopedInterceptor):
         parent = propagate.extract(carrier)
         service, name = split_method(method)
         started = time.perf_counter()
+        metrics = self._metrics
+        streaming = method in self._streaming
+        if metrics is not None and streaming:
+            metrics.active_streams.add(1, {"rpc.service": service})
         attach_token = otel_context.attach(parent)
         try:
             with self._tracer.start_as_current_span(
@@ -62,9 +81,20 @@ class TracingInterceptor(ScopedInterceptor):
                     yield
                 finally:
                     code = _status_code(context)
+                    elapsed_ms = (time.perf_counter() - started) * 1000
                     span.set_attribute("rpc.grpc.status_code", code.value[0])
                     if code not in _CLIENT_SIDE_CODES:
                         span.set_status(Status(StatusCode.ERROR, code.name))
+                    if metrics is not None:
+                        attributes = {
+                            "rpc.service": service,
+                            "rpc.method": name,
+                            "rpc.grpc.status_code": code.name,
+                        }
+                        metrics.requests.add(1, attributes)
+                        metrics.duration.record(elapsed_ms, attributes)
+                        if streaming:
+                            metrics.active_streams.add(-1, {"rpc.service": service})
                     log.info(
                         "rpc %s %s",
                         method,
@@ -72,7 +102,7 @@ class TracingInterceptor(ScopedInterceptor):
                         extra={
                             "rpc_method": method,
                             "grpc_code": code.name,
-                            "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                            "duration_ms": round(elapsed_ms, 3),
                         },
                     )
         finally:
