@@ -120,15 +120,23 @@ class ServiceServer:
     async def start(self) -> int:
         for hook in self.definition.on_start:
             await hook()
-        self.definition.register(self._server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        reflection.enable_server_reflection(
-            [self.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
-        )
-        self.port = self._server.add_secure_port(self._address, self._credentials)
-        if self.port == 0:
-            raise OSError(f"could not bind {self._address}")
-        await self._server.start()
+        try:
+            self.definition.register(self._server)
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+            reflection.enable_server_reflection(
+                [self.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
+            )
+            try:
+                self.port = self._server.add_secure_port(self._address, self._credentials)
+            except RuntimeError:
+                self.port = 0  # grpc reports a bind failure as a bare RuntimeError
+            if self.port == 0:
+                raise OSError(f"could not bind {self._address}: is another process using the port?")
+            await self._server.start()
+        except BaseException:
+            # The start hooks opened things (database pools, the outbox relay): close them.
+            await self._run_stop_hooks()
+            raise
         await self._health.set(self.full_name, SERVING)
         await self._health.set("", SERVING)
         log.info(
@@ -148,12 +156,15 @@ class ServiceServer:
         await self._health.enter_graceful_shutdown()
         self.lifecycle.stopping.set()
         await self._server.stop(grace)
+        await self._run_stop_hooks()
+        log.info("%s stopped", self.definition.name)
+
+    async def _run_stop_hooks(self) -> None:
         for hook in self.definition.on_stop:
             try:
                 await hook()
             except Exception:
                 log.exception("stop hook of %s failed", self.definition.name)
-        log.info("%s stopped", self.definition.name)
 
     async def wait_for_termination(self) -> None:
         await self._server.wait_for_termination()

@@ -11,21 +11,36 @@ from gatehouse.runtime.bus import EventBus
 from gatehouse.runtime.config import ServiceName, Settings
 from gatehouse.runtime.db import Database, migrate
 from gatehouse.runtime.kv import KeyValueStore
+from gatehouse.runtime.outbox import OutboxRelay, RelayOptions
 from gatehouse.runtime.server import Lifecycle
 
 log = logging.getLogger("gatehouse.db")
 
 
 class ServiceDatabase:
-    """A service's database with its start/stop hooks: migrate (embedded mode), ping, dispose."""
+    """A service's database with its start/stop hooks: migrate (embedded mode), ping, start
+    the outbox relay; on stop, stop the relay, dispose.
+
+    With a `bus`, the database gets an `OutboxRelay` publishing its outbox there; pass
+    `relay` to the service's `OutboxUnitOfWork` so commits wake it.
+    """
 
     def __init__(
-        self, url: str, *, migrations: Sequence[Path] = (), migrate_on_start: bool = True
+        self,
+        url: str,
+        *,
+        migrations: Sequence[Path] = (),
+        migrate_on_start: bool = True,
+        bus: EventBus | None = None,
+        relay_options: RelayOptions | None = None,
     ) -> None:
         self.database = Database(url)
         self._url = url
         self._migrations = tuple(migrations)
         self._migrate_on_start = migrate_on_start
+        self.relay: OutboxRelay | None = (
+            None if bus is None else OutboxRelay(self.database, bus, relay_options)
+        )
 
     async def start(self) -> None:
         if self._migrate_on_start:
@@ -33,9 +48,17 @@ class ServiceDatabase:
             log.info("migrated %r", self.database)
         # A service that cannot reach its database must not report SERVING.
         await self.database.ping()
+        # Last: the relay needs the outbox table, and a failed start must leave no task.
+        if self.relay is not None:
+            await self.relay.start()
 
     async def stop(self) -> None:
-        await self.database.dispose()
+        try:
+            if self.relay is not None:
+                # Before dispose, so its last round can still mark what it published.
+                await self.relay.stop()
+        finally:
+            await self.database.dispose()
 
 
 @dataclass(frozen=True)
@@ -50,11 +73,15 @@ class ServiceContext:
     def database_url(self) -> str:
         return self.settings.database_url_for(self.name)
 
-    def database(self, migrations: Sequence[Path] = ()) -> ServiceDatabase:
+    def database(
+        self, migrations: Sequence[Path] = (), *, outbox_relay: bool = True
+    ) -> ServiceDatabase:
         """This service's database; `migrations` are its own Alembic version folders (the
-        runtime's chain is always included)."""
+        runtime's chain is always included). With `outbox_relay`, its outbox is published
+        to this process's bus (one relay per database wins, see `OutboxRelay`)."""
         return ServiceDatabase(
             self.database_url,
             migrations=migrations,
             migrate_on_start=self.settings.migrate_on_start,
+            bus=self.bus if outbox_relay else None,
         )

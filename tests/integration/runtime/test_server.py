@@ -23,7 +23,9 @@ from gatehouse.common.v1 import common_pb2
 from gatehouse.monitoring.v1 import monitoring_pb2, monitoring_pb2_grpc
 from gatehouse.runtime.errors import FieldViolation, NotFound, ResourceExhausted
 from gatehouse.runtime.identity import Caller, JwksTokenVerifier, StaticKeySource, current_caller
-from gatehouse.runtime.server import Lifecycle, ServiceDefinition
+from gatehouse.runtime.server import Lifecycle, ServiceDefinition, ServiceServer
+from gatehouse.runtime.telemetry import create_tracer_provider
+from gatehouse.runtime.tls import CertificatePaths, server_credentials
 from tests.support.grpc_calls import detail, error_info, rich_status
 from tests.support.mesh import channel_to, single_server
 
@@ -299,3 +301,31 @@ async def test_graceful_stop_lets_an_in_flight_stream_finish(certs_dir: Path) ->
         assert await stream.code() == grpc.StatusCode.OK
     assert received[-1].startswith("final-")
     assert received[:-1] == [str(i) for i in range(1, len(received))]
+
+
+async def test_a_port_that_cannot_be_bound_runs_the_stop_hooks(certs_dir: Path) -> None:
+    events: list[str] = []
+
+    async def opened() -> None:
+        events.append("start")
+
+    async def closed() -> None:
+        events.append("stop")
+
+    first = single_server(auth_definition(ScriptedAuth()), certs_dir)
+    port = await first.start()
+    try:
+        taken = ServiceServer(
+            auth_definition(ScriptedAuth(), on_start=(opened,), on_stop=(closed,)),
+            credentials=server_credentials(CertificatePaths.for_name(certs_dir, "auth")),
+            token_verifier=JwksTokenVerifier(
+                StaticKeySource({"keys": []}), issuer="gatehouse", audience="gatehouse"
+            ),
+            tracer_provider=create_tracer_provider("test"),
+            port=port,
+        )
+        with pytest.raises(OSError, match="could not bind"):
+            await taken.start()
+    finally:
+        await first.stop(grace=0)
+    assert events == ["start", "stop"]
