@@ -6,6 +6,7 @@ temporary folder and fails when what is committed differs (CI's stale-codegen ch
 Outputs:
   services/gatehouse/<pkg>/v1/*_pb2.py, *_pb2.pyi, *_pb2_grpc.py, *_pb2_grpc.pyi
   envoy/descriptors/gatehouse.binpb   (FileDescriptorSet for the gRPC-JSON transcoder)
+  envoy/openapi.json                  (OpenAPI 3 of the REST surface, from that set)
   .tools/third_party/google/...       (googleapis sources for buf; git-ignored, not checked)
 """
 
@@ -22,10 +23,13 @@ from pathlib import Path
 
 import grpc_tools
 
+from gatehouse.edge.openapi import openapi_json
+
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
 PYTHON_OUT = ROOT / "services"
 DESCRIPTOR_OUT = ROOT / "envoy" / "descriptors" / "gatehouse.binpb"
+OPENAPI_OUT = ROOT / "envoy" / "openapi.json"
 THIRD_PARTY = ROOT / ".tools" / "third_party"
 # The mypy-protobuf plugins live beside this interpreter, which need not be on PATH.
 BIN = Path(sys.executable).parent
@@ -104,6 +108,7 @@ def generate() -> None:
         if path.name != "__init__.py":
             path.unlink()
     run_protoc(PYTHON_OUT, DESCRIPTOR_OUT)
+    OPENAPI_OUT.write_text(openapi_json(DESCRIPTOR_OUT.read_bytes()))
     copy_third_party()
 
 
@@ -127,12 +132,16 @@ def check() -> int:
             descriptor, DESCRIPTOR_OUT, shallow=False
         ):
             problems.append(f"stale: {DESCRIPTOR_OUT.relative_to(ROOT)}")
+        if not OPENAPI_OUT.exists() or OPENAPI_OUT.read_text() != openapi_json(
+            descriptor.read_bytes()
+        ):
+            problems.append(f"stale: {OPENAPI_OUT.relative_to(ROOT)}")
     if problems:
         print("Generated code differs from proto/ — run `make proto` and commit:", file=sys.stderr)
         for problem in problems:
             print(f"  {problem}", file=sys.stderr)
         return 1
-    print(f"generated code is up to date ({len(fresh)} files + descriptor set)")
+    print(f"generated code is up to date ({len(fresh)} files + descriptor set + OpenAPI)")
     return 0
 
 

@@ -61,6 +61,9 @@ async def mesh(tmp_path: Path) -> AsyncIterator[RunningMesh]:
         "GATEHOUSE_HOME": str(tmp_path / ".gatehouse"),
         "GATEHOUSE_SHUTDOWN_GRACE_SECONDS": "3",
         "GATEHOUSE_METRICS_PORT": str(metrics_port),
+        # Envoy binds free ports itself and `gatehouse up` announces them.
+        "GATEHOUSE_EDGE_PORT": "0",
+        "GATEHOUSE_EDGE_ADMIN_PORT": "0",
     }
     process = await asyncio.create_subprocess_exec(
         str(BIN / "gatehouse"),
@@ -85,11 +88,17 @@ async def mesh(tmp_path: Path) -> AsyncIterator[RunningMesh]:
     await asyncio.wait_for(wait_ready(), STARTUP_TIMEOUT)
     for name, port in ports.items():
         assert any(line.startswith(name) and f":{port}" in line for line in announced), announced
+    assert any(line.startswith("edge ") and "https://" in line for line in announced), announced
     running = RunningMesh(process, env, ports, tmp_path / ".gatehouse" / "certs")
     yield running
     if process.returncode is None:
-        process.kill()
-        await process.wait()
+        # SIGTERM first: a SIGKILL would leave its Envoy child running.
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), 30)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
 
 
 def grpcurl(mesh: RunningMesh, port: int, *args: str, with_cert: bool = True) -> list[str]:

@@ -1,4 +1,4 @@
-"""`gatehouse up | serve | health | certs` — the operator's entrypoint."""
+"""`gatehouse up | serve | health | certs | events` — the operator's entrypoint."""
 
 from __future__ import annotations
 
@@ -8,9 +8,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gatehouse.cli import health_check
+from gatehouse.cli import events_command, health_check
 from gatehouse.mesh.catalog import all_services, certificate_identities
-from gatehouse.runtime.config import SERVICE_NAMES, ConfigurationError, ServiceName, load_settings
+from gatehouse.runtime.config import (
+    SERVICE_NAMES,
+    ConfigurationError,
+    ServiceName,
+    Settings,
+    load_settings,
+)
 from gatehouse.runtime.structured_logging import configure_logging
 from gatehouse.runtime.tls import ensure_dev_certificates
 
@@ -30,16 +36,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, paths in issued.items():
             print(f"{name:<14} {paths.certificate}  {paths.private_key}")
         return 0
+    if command == "edge":
+        return _edge_config(settings, args)
     if command == "health":
         services: tuple[ServiceName, ...] = tuple(args.services) or all_services()
         return asyncio.run(health_check.run(settings, services, timeout=args.timeout))
+    if command == "events":
+        return events_command.run(args, settings)
     # Imported late: it pulls in every service, which `certs` and `health` do not need.
     from gatehouse.cli import serving  # noqa: PLC0415
 
     services = all_services() if command == "up" else (args.service,)
     process_name = "gatehouse" if command == "up" else f"gatehouse-{args.service}"
     configure_logging(process_name, settings.log_level, settings.log_format)
-    return asyncio.run(serving.serve(settings, services, process_name=process_name))
+    return asyncio.run(
+        serving.serve(settings, services, process_name=process_name, with_edge=command == "up")
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,12 +69,43 @@ def _parser() -> argparse.ArgumentParser:
         "services", nargs="*", type=_service_name, metavar="SERVICE", help="default: all five"
     )
     health.add_argument("--timeout", type=float, default=3.0, help="seconds per check")
+    edge = commands.add_parser("edge", help="the Envoy edge")
+    edge_commands = edge.add_subparsers(dest="edge_command", required=True, metavar="COMMAND")
+    edge_config = edge_commands.add_parser(
+        "config",
+        help="print the Envoy bootstrap generated from the settings (files it names live in "
+        "<home>/edge; --write creates them)",
+    )
+    edge_config.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    edge_config.add_argument(
+        "--write", type=Path, default=None, metavar="DIR", help="write envoy.yaml and its files"
+    )
+    edge_config.add_argument(
+        "--reference", action="store_true", help="defaults, repo-relative paths (envoy/)"
+    )
     certs = commands.add_parser(
         "certs", help="create the dev CA and certificates (existing files are kept)"
     )
     certs.add_argument("names", nargs="*", help="identities (default: services, envoy, client)")
     certs.add_argument("--dir", type=Path, default=None, help="default: <home>/certs")
+    events_command.register(commands)
     return parser
+
+
+def _edge_config(settings: Settings, args: argparse.Namespace) -> int:
+    # Imported late like `serving`: only this command needs the contracts and PyYAML.
+    from gatehouse.edge import config, process  # noqa: PLC0415
+
+    if args.reference:
+        print(config.reference_config(), end="")
+        return 0
+    if args.write is not None:
+        print(process.write_edge_files(settings, args.write, fmt=args.format))
+        return 0
+    directory = settings.home / "edge"
+    built = config.build_config(settings, process.edge_files(settings, directory))
+    print(config.render(built, args.format), end="")
+    return 0
 
 
 def _service_name(value: str) -> str:

@@ -1,15 +1,24 @@
-"""`gatehouse up` / `gatehouse serve`: run services until a signal, then drain and exit 0."""
+"""`gatehouse up` / `gatehouse serve`: run services (and for `up`, the Envoy edge) until a
+signal, then drain and exit 0."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
+from gatehouse.edge.process import EdgeProcess, EdgeStartError
 from gatehouse.mesh.runner import Mesh, run_until_signalled
 from gatehouse.runtime.config import ServiceName, Settings
 from gatehouse.runtime.telemetry import create_tracer_provider
 
 
-async def serve(settings: Settings, services: Sequence[ServiceName], *, process_name: str) -> int:
+async def serve(
+    settings: Settings,
+    services: Sequence[ServiceName],
+    *,
+    process_name: str,
+    with_edge: bool = False,
+) -> int:
     mesh = Mesh(
         settings,
         services,
@@ -22,8 +31,16 @@ async def serve(settings: Settings, services: Sequence[ServiceName], *, process_
             print(f"{name:<14} grpcs://{settings.host}:{port}", flush=True)
         if mesh.metrics is not None:
             print(f"{'metrics':<14} http://{settings.host}:{mesh.metrics.port}/metrics", flush=True)
+        if edge is not None:
+            print(f"{'edge':<14} {edge.url} (REST + gRPC, /openapi.json)", flush=True)
+            print(f"{'edge admin':<14} http://127.0.0.1:{edge.admin_port}", flush=True)
+            print(f"{'edge log':<14} {edge.log_path.resolve()}", flush=True)
         print(f"certificates   {settings.certificates.resolve()}", flush=True)
         print("ready; Ctrl-C stops", flush=True)
 
-    await run_until_signalled(mesh, announce)
-    return 0
+    edge = EdgeProcess(settings) if with_edge and settings.edge_enabled else None
+    try:
+        return await run_until_signalled(mesh, announce, (edge,) if edge else ())
+    except EdgeStartError as error:
+        print(error, file=sys.stderr)
+        return 1

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
 from opentelemetry import trace
 
@@ -79,6 +80,7 @@ class Mesh:
                 lifecycle=self.lifecycle,
                 kv=self.infrastructure.kv,
                 bus=self.infrastructure.bus,
+                live=self.infrastructure.live,
             )
             definition = composition_root(name)(context)
             self.servers[name] = ServiceServer(
@@ -118,20 +120,56 @@ class Mesh:
             self.metrics.stop()
 
 
+class Companion(Protocol):
+    """A process that runs beside the services (the Envoy edge): started once they serve,
+    drained before them, stopped after them."""
+
+    async def start(self, upstream_ports: Mapping[ServiceName, int]) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def wait(self) -> int: ...
+
+
 async def run_until_signalled(
-    mesh: Mesh, on_ready: Callable[[dict[ServiceName, int]], None]
-) -> None:
-    """Serve until SIGTERM or SIGINT, then drain gracefully and return (exit code 0)."""
+    mesh: Mesh,
+    on_ready: Callable[[dict[ServiceName, int]], None],
+    companions: Sequence[Companion] = (),
+) -> int:
+    """Serve until SIGTERM or SIGINT, then drain gracefully and return 0. A companion that
+    exits on its own stops everything the same way, and the result is 1."""
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop_requested.set)
+    started: list[Companion] = []
     try:
         ports = await mesh.start()
+        try:
+            for companion in companions:
+                await companion.start(ports)
+                started.append(companion)
+        except BaseException:
+            await asyncio.gather(*(c.stop() for c in started), return_exceptions=True)
+            await mesh.stop(0)
+            raise
         on_ready(ports)
-        await stop_requested.wait()
+        stop = asyncio.ensure_future(stop_requested.wait())
+        exits = [asyncio.ensure_future(companion.wait()) for companion in started]
+        await asyncio.wait([stop, *exits], return_when=asyncio.FIRST_COMPLETED)
+        failed = [task.result() for task in exits if task.done() and not stop.done()]
+        for task in (stop, *exits):
+            task.cancel()
+        if failed:
+            log.error("a companion process exited with code %s; stopping", failed[0])
         log.info("stop requested; draining for up to %ss", mesh.settings.shutdown_grace_seconds)
+        await asyncio.gather(*(c.drain() for c in started))
         await mesh.stop()
+        return 1 if failed else 0
     finally:
+        # Also on errors and cancellation: a companion must never outlive this process.
+        await asyncio.gather(*(c.stop() for c in started), return_exceptions=True)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)

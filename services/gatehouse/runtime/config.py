@@ -7,10 +7,10 @@ Every variable is `GATEHOUSE_<FIELD>`; nested service ports are
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ServiceName = Literal["auth", "access", "monitoring", "payments", "notifications"]
 SERVICE_NAMES: tuple[ServiceName, ...] = (
@@ -75,6 +75,49 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
 
+    # The Envoy edge (gatehouse.edge, envoy/README.md). `gatehouse up` runs it; `serve` never.
+    edge_enabled: bool = Field(default=True, description="`gatehouse up` starts Envoy too.")
+    edge_host: str = Field(default="127.0.0.1", description="Address the edge listens on.")
+    edge_port: int = Field(default=8443, ge=0, le=65535, description="HTTPS: REST and gRPC.")
+    edge_admin_port: int = Field(
+        default=9901, ge=0, le=65535, description="Envoy admin, always on 127.0.0.1."
+    )
+    edge_require_client_certs: bool = Field(
+        default=False,
+        description="Refuse edge clients without a certificate from our CA (internal-only use).",
+    )
+    edge_cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated browser origins allowed by CORS; empty: no CORS.",
+    )
+    edge_sensitive_rate_per_minute: int = Field(
+        default=20,
+        ge=0,
+        description="Login, Register, ValidatePin: requests per minute per client address.",
+    )
+    edge_global_rate_per_second: int = Field(
+        default=1000, ge=0, description="All edge requests together; 0 disables the limit."
+    )
+    edge_max_request_bytes: int = Field(
+        default=1024 * 1024, gt=0, description="Largest REST request body (413 beyond)."
+    )
+    edge_request_timeout_seconds: float = Field(
+        default=15.0, gt=0, description="Upstream timeout of unary RPCs (streams have none)."
+    )
+    edge_jwt_enabled: bool = Field(
+        default=False, description="Verify access tokens at the edge (needs the auth issue)."
+    )
+    edge_jwks_file: Path | None = Field(
+        default=None, description="A local JWKS file; unset: the JWKS auth serves via the edge."
+    )
+    edge_envoy_binary: Path | None = Field(
+        default=None, description="Unset: the `envoy` beside this Python, else on PATH."
+    )
+    edge_concurrency: int = Field(default=1, ge=1, description="Envoy worker threads.")
+    edge_base_id: int | None = Field(
+        default=None, ge=0, description="Envoy --base-id; unset: Envoy picks a free one."
+    )
+
     @field_validator("database_url")
     @classmethod
     def _known_driver(cls, value: str | None) -> str | None:
@@ -83,6 +126,13 @@ class Settings(BaseSettings):
         allowed = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
         if not value.startswith(allowed):
             raise ValueError(f"must start with one of {', '.join(allowed)}")
+        return value
+
+    @field_validator("edge_cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
     @field_validator("redis_url")

@@ -1,4 +1,5 @@
-"""The parts one process shares among the services it runs: the KV store and the event bus.
+"""The parts one process shares among the services it runs: the KV store, the event bus and
+the live hub that fans bus streams out to streaming RPCs.
 
 Configuration picks the backend (ARCHITECTURE §2): with `GATEHOUSE_REDIS_URL` both are Redis,
 shared by every replica; without it both are in-process, shared by the services of one
@@ -7,19 +8,25 @@ shared by every replica; without it both are in-process, shared by the services 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from gatehouse.runtime.bus import EventBus, InProcessEventBus, RedisStreamsEventBus
+from gatehouse.runtime.bus import GroupEventBus, InProcessEventBus, RedisStreamsEventBus
 from gatehouse.runtime.config import Settings
 from gatehouse.runtime.kv import InMemoryKeyValueStore, KeyValueStore, RedisKeyValueStore
+from gatehouse.runtime.live import LiveHub
 from gatehouse.runtime.redis_connection import RedisConnection, RedisOptions
 
 
 @dataclass
 class SharedInfrastructure:
     kv: KeyValueStore
-    bus: EventBus
+    bus: GroupEventBus
     redis: RedisConnection | None = None
+    live: LiveHub = field(init=False)
+
+    def __post_init__(self) -> None:
+        # One hub per process: N streaming RPCs over a stream cost one bus reader, not N.
+        self.live = LiveHub(self.bus)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SharedInfrastructure:
@@ -39,8 +46,11 @@ class SharedInfrastructure:
         """Fail fast with a clear error when Redis is configured but unreachable."""
         if self.redis is not None:
             await self.redis.ping()
+        await self.live.start()
 
     async def close(self) -> None:
+        # The hub's readers use the bus: stop them before the bus goes away.
+        await self.live.stop()
         await self.bus.close()
         if self.redis is not None:
             await self.redis.aclose()

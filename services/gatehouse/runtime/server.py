@@ -50,6 +50,9 @@ class ServiceDefinition:
     validators: Mapping[str, Sequence[MethodValidator]] = field(default_factory=dict)
     on_start: Sequence[Hook] = ()
     on_stop: Sequence[Hook] = ()
+    # Where this service's access-rule denials are recorded (auth keeps them in its audit
+    # trail); None: structured log records. A `denial_audit` given to the server wins.
+    denial_audit: DenialAudit | None = None
 
 
 class Lifecycle:
@@ -94,7 +97,10 @@ class ServiceServer:
         ]
         if enforce_access_rules:
             interceptors.append(
-                AuthorizationInterceptor([definition.descriptor], denial_audit or LogDenialAudit())
+                AuthorizationInterceptor(
+                    [definition.descriptor],
+                    denial_audit or definition.denial_audit or LogDenialAudit(),
+                )
             )
         interceptors.append(ValidationInterceptor([definition.descriptor], definition.validators))
         self._server = grpc.aio.server(

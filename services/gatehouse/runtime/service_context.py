@@ -7,10 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gatehouse.runtime.bus import EventBus
+from gatehouse.runtime.bus import EventBus, GroupEventBus
 from gatehouse.runtime.config import ServiceName, Settings
 from gatehouse.runtime.db import Database, migrate
 from gatehouse.runtime.kv import KeyValueStore
+from gatehouse.runtime.live import LiveHub
 from gatehouse.runtime.outbox import OutboxRelay, RelayOptions
 from gatehouse.runtime.server import Lifecycle
 
@@ -67,7 +68,8 @@ class ServiceContext:
     settings: Settings
     lifecycle: Lifecycle
     kv: KeyValueStore
-    bus: EventBus
+    bus: GroupEventBus
+    live: LiveHub
 
     @property
     def database_url(self) -> str:

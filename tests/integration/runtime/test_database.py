@@ -24,6 +24,10 @@ from sqlalchemy import Connection, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+# The runtime's tables register on `runtime_metadata` when their modules load; load them all
+# so the comparison with the migrations sees every table.
+import gatehouse.runtime.consumers
+import gatehouse.runtime.outbox  # noqa: F401
 from gatehouse.runtime.db import (
     Database,
     DatabaseUnavailableError,

@@ -31,6 +31,7 @@ from gatehouse.runtime.config import Settings
 from gatehouse.runtime.db import Database, DuplicateKeyError, alembic_config, migrate, new_registry
 from gatehouse.runtime.events import InvalidEventError, new_event, producer_link, stream_for
 from gatehouse.runtime.kv import InMemoryKeyValueStore
+from gatehouse.runtime.live import LiveHub
 from gatehouse.runtime.outbox import (
     InMemoryOutbox,
     OutboxEventRow,
@@ -667,6 +668,7 @@ async def test_a_service_database_without_a_bus_has_no_relay(database_url: str) 
 async def test_a_service_context_relays_to_its_bus_unless_told_not_to(
     settings: Settings, tmp_path: Path
 ) -> None:
+    bus = InProcessEventBus()
     context = ServiceContext(
         name="payments",
         settings=settings.model_copy(
@@ -674,7 +676,8 @@ async def test_a_service_context_relays_to_its_bus_unless_told_not_to(
         ),
         lifecycle=Lifecycle(),
         kv=InMemoryKeyValueStore(),
-        bus=InProcessEventBus(),
+        bus=bus,
+        live=LiveHub(bus),
     )
     relayed, silent = context.database(), context.database(outbox_relay=False)
 

@@ -1,4 +1,5 @@
-"""The KV and event-bus contracts, run against both backends: in memory and a real Redis.
+"""The KV, event-bus and consumer-group contracts, run against both backends: in memory and a
+real Redis.
 
 Each test gets its own key namespace under the run's random prefix, so tests never see each
 other's keys and the session fixture deletes everything at the end. Only the Redis variants
@@ -8,23 +9,28 @@ carry the `redis` mark (and skip without a Redis), so the in-memory ones always 
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from unittest.mock import ANY
 
 import pytest
 
 from gatehouse.runtime.bus import (
+    DeadLetterInfo,
     EventBus,
     InProcessEventBus,
     MalformedEntryError,
     MaxLenPolicy,
     RedisStreamsEventBus,
+    dead_letter_stream,
 )
 from gatehouse.runtime.kv import InMemoryKeyValueStore, RedisKeyValueStore
 from gatehouse.runtime.redis_connection import RedisConnection, RedisOptions
 from tests.contracts.bus_contract import BUS_CONTRACT, STREAM, BusHarness, make_event
 from tests.contracts.clock import FakeClock
+from tests.contracts.groups_contract import GROUPS_CONTRACT, GroupsHarness
 from tests.contracts.kv_contract import KV_CONTRACT, KvHarness
 from tests.contracts.timing import PATIENCE
 from tests.integration.redis_fixtures import redis_prefix, redis_url  # noqa: F401
@@ -75,6 +81,24 @@ async def bus_harness(request: pytest.FixtureRequest) -> AsyncIterator[BusHarnes
         yield BusHarness(new_bus)
 
 
+@pytest.fixture(params=BACKENDS)
+async def groups_harness(request: pytest.FixtureRequest) -> AsyncIterator[GroupsHarness]:
+    if request.param == "memory":
+        clock = FakeClock()
+
+        def new_memory_bus(policy: MaxLenPolicy | None) -> InProcessEventBus:
+            return InProcessEventBus(policy, clock=clock)
+
+        yield GroupsHarness(new_memory_bus, clock.let_time_pass)
+        return
+    async with _connect(request) as connection:
+
+        def new_bus(policy: MaxLenPolicy | None) -> RedisStreamsEventBus:
+            return RedisStreamsEventBus(connection, policy)
+
+        yield GroupsHarness(new_bus, _sleep)
+
+
 @pytest.fixture
 async def redis_connection(request: pytest.FixtureRequest) -> AsyncIterator[RedisConnection]:
     async with _connect(request) as connection:
@@ -93,6 +117,13 @@ async def test_bus_contract(
     bus_harness: BusHarness, check: Callable[[BusHarness], Awaitable[None]]
 ) -> None:
     await check(bus_harness)
+
+
+@pytest.mark.parametrize("check", GROUPS_CONTRACT, ids=lambda check: check.__name__)
+async def test_groups_contract(
+    groups_harness: GroupsHarness, check: Callable[[GroupsHarness], Awaitable[None]]
+) -> None:
+    await check(groups_harness)
 
 
 @pytest.mark.redis
@@ -172,3 +203,56 @@ async def test_bus_blocks_longer_than_the_socket_timeout(request: pytest.Fixture
         await bus.publish(STREAM, event)
         batch = await asyncio.wait_for(reader, PATIENCE.total_seconds())
         assert [e for _, e in batch] == [event]
+
+
+@pytest.mark.redis
+async def test_a_dead_letter_stores_the_envelope_and_json_metadata(
+    redis_connection: RedisConnection,
+) -> None:
+    bus = RedisStreamsEventBus(redis_connection)
+    event = make_event(4)
+    position = await bus.publish(STREAM, event)
+    info = DeadLetterInfo(
+        stream=STREAM,
+        group="notifications",
+        position=position,
+        reason="handler_failed",
+        error="RuntimeError: boom",
+        attempts=5,
+        consumer="host-1-abc123",
+        time=datetime(2030, 1, 1, 12, 0, tzinfo=UTC),
+    )
+    dead_position = await bus.dead_letter(event, info)
+    key = redis_connection.key(dead_letter_stream(STREAM, "notifications"))
+    entries = await redis_connection.client.xrange(key)
+    assert entries == [(dead_position.encode(), {b"e": event.SerializeToString(), b"dl": ANY})]
+    assert json.loads(entries[0][1][b"dl"]) == {  # type: ignore[index]
+        "stream": STREAM,
+        "group": "notifications",
+        "position": position,
+        "reason": "handler_failed",
+        "error": "RuntimeError: boom",
+        "attempts": 5,
+        "consumer": "host-1-abc123",
+        "time": "2030-01-01T12:00:00+00:00",
+    }
+
+
+@pytest.mark.redis
+async def test_group_state_lives_in_redis_for_every_replica(
+    request: pytest.FixtureRequest, redis_connection: RedisConnection
+) -> None:
+    # Two processes' buses on one Redis: what one consumer left pending, another sees.
+    first = RedisStreamsEventBus(redis_connection)
+    await first.ensure_group(STREAM, "workers")
+    await first.publish(STREAM, make_event(1))
+    [delivery] = await first.read_group(STREAM, "workers", "replica-a")
+    async with _connect(request) as other_connection:
+        # Same namespace, separate client: a second replica.
+        other = RedisStreamsEventBus(
+            RedisConnection(other_connection.client, key_prefix=redis_connection.key_prefix)
+        )
+        assert await other.pending_count(STREAM, "workers") == 1
+        [claimed] = await other.claim_idle(STREAM, "workers", "replica-b", timedelta(0))
+        assert claimed.position == delivery.position
+        assert claimed.delivery_count == 2

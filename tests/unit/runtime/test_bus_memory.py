@@ -1,4 +1,4 @@
-"""InProcessEventBus: the shared contract, plus exact retention, positions and wake-ups."""
+"""InProcessEventBus: the shared contracts, plus exact retention, positions and wake-ups."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from gatehouse.runtime.bus import (
     StalePositionError,
 )
 from tests.contracts.bus_contract import BUS_CONTRACT, STREAM, BusHarness, make_event
+from tests.contracts.clock import FakeClock
+from tests.contracts.groups_contract import GROUPS_CONTRACT, GroupsHarness
 from tests.contracts.timing import PATIENCE
 
 WAIT_FOREVER = timedelta(minutes=5)
@@ -28,6 +30,16 @@ def _new_bus(policy: MaxLenPolicy | None) -> EventBus:
 @pytest.mark.parametrize("check", BUS_CONTRACT, ids=lambda check: check.__name__)
 async def test_contract(check: Callable[[BusHarness], Awaitable[None]]) -> None:
     await check(BusHarness(new_bus=_new_bus))
+
+
+@pytest.mark.parametrize("check", GROUPS_CONTRACT, ids=lambda check: check.__name__)
+async def test_groups_contract(check: Callable[[GroupsHarness], Awaitable[None]]) -> None:
+    clock = FakeClock()
+
+    def new_bus(policy: MaxLenPolicy | None) -> InProcessEventBus:
+        return InProcessEventBus(policy, clock=clock)
+
+    await check(GroupsHarness(new_bus=new_bus, let_time_pass=clock.let_time_pass))
 
 
 async def test_retains_exactly_max_len_newest_events() -> None:

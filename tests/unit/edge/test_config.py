@@ -1,0 +1,137 @@
+"""The generated Envoy bootstrap: derived from the contracts, one route per exposed RPC."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gatehouse.clients.retry import is_retryable
+from gatehouse.edge.config import EdgeFiles, build_config, reference_config
+from gatehouse.edge.contracts import RATE_LIMITED_METHODS, edge_methods
+from gatehouse.runtime.config import SERVICE_NAMES, Settings
+from tests.support.grpc_calls import all_methods
+
+ROOT = Path(__file__).resolve().parents[3]
+FILES = EdgeFiles(
+    certificates=Path("/certs"), descriptor_set=Path("/edge.binpb"), openapi=Path("/openapi.json")
+)
+
+
+def config(**overrides: Any) -> dict[str, Any]:
+    settings = Settings.model_construct(**overrides)
+    return build_config(settings, FILES)
+
+
+def connection_manager(bootstrap: dict[str, Any]) -> dict[str, Any]:
+    listener = bootstrap["static_resources"]["listeners"][0]
+    manager: dict[str, Any] = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    return manager
+
+
+def routes(bootstrap: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    virtual_host = connection_manager(bootstrap)["route_config"]["virtual_hosts"][0]
+    return {route["name"]: route for route in virtual_host["routes"]}
+
+
+def filter_names(bootstrap: dict[str, Any]) -> list[str]:
+    return [f["name"] for f in connection_manager(bootstrap)["http_filters"]]
+
+
+def test_every_exposed_rpc_has_a_route_and_internal_ones_none() -> None:
+    by_name = routes(config())
+    for _, method in all_methods():
+        exposed = next(m for m in edge_methods() if m.full_name == method.full_name).exposed
+        assert (method.full_name in by_name) == exposed, method.full_name
+    assert "gatehouse.auth.v1.AuthService.IntrospectToken" not in by_name
+
+
+def test_streams_have_no_timeout_and_only_idempotent_unary_rpcs_retry() -> None:
+    by_name = routes(config())
+    for _, method in all_methods():
+        route = by_name.get(method.full_name)
+        if route is None:
+            continue
+        action = route["route"]
+        if method.client_streaming or method.server_streaming:
+            assert action["timeout"] == "0s", method.full_name
+            assert "max_stream_duration" not in action
+        else:
+            assert action["timeout"] == "15s"
+        assert ("retry_policy" in action) == is_retryable(method), method.full_name
+
+
+def test_filter_order_puts_limits_and_tokens_after_the_transcoder() -> None:
+    names = filter_names(config(edge_jwt_enabled=True, edge_cors_origins=["https://a.example"]))
+    assert names == [
+        "envoy.filters.http.health_check",
+        "envoy.filters.http.cors",
+        "envoy.filters.http.header_mutation",
+        "envoy.filters.http.grpc_json_transcoder",
+        "envoy.filters.http.local_ratelimit",
+        "envoy.filters.http.jwt_authn",
+        "envoy.filters.http.router",
+    ]
+    assert "envoy.filters.http.jwt_authn" not in filter_names(config())
+    assert "envoy.filters.http.cors" not in filter_names(config())
+
+
+def test_rate_limit_buckets_per_client_for_the_sensitive_rpcs() -> None:
+    manager = connection_manager(config(edge_sensitive_rate_per_minute=6))
+    limit = next(f for f in manager["http_filters"] if f["name"].endswith("local_ratelimit"))
+    descriptors = limit["typed_config"]["descriptors"]
+    paths = {d["entries"][0]["value"] for d in descriptors}
+    assert paths == {"/{}/{}".format(*name.rsplit(".", 1)) for name in RATE_LIMITED_METHODS}
+    assert all(d["entries"][1] == {"key": "remote_address"} for d in descriptors)
+    assert descriptors[0]["token_bucket"] == {
+        "max_tokens": 6,
+        "tokens_per_fill": 1,
+        "fill_interval": "10s",
+    }
+    retry_after = limit["typed_config"]["response_headers_to_add"][0]["header"]
+    assert retry_after == {"key": "retry-after", "value": "10"}
+    assert limit["typed_config"]["rate_limited_as_resource_exhausted"] is True
+
+
+def test_no_limits_no_filter() -> None:
+    names = filter_names(config(edge_sensitive_rate_per_minute=0, edge_global_rate_per_second=0))
+    assert "envoy.filters.http.local_ratelimit" not in names
+
+
+@pytest.mark.parametrize("required", [True, False])
+def test_downstream_tls_verifies_client_certificates_against_our_ca(required: bool) -> None:
+    listener = config(edge_require_client_certs=required)["static_resources"]["listeners"][0]
+    tls = listener["filter_chains"][0]["transport_socket"]["typed_config"]
+    assert tls["require_client_certificate"] is required
+    context = tls["common_tls_context"]
+    assert context["alpn_protocols"] == ["h2", "http/1.1"]
+    assert context["validation_context"]["trusted_ca"]["filename"] == "/certs/ca.pem"
+    assert context["tls_certificates"][0]["certificate_chain"]["filename"] == "/certs/envoy.pem"
+
+
+def test_each_upstream_is_http2_mtls_with_its_own_spiffe_id_and_health_checked() -> None:
+    clusters = {c["name"]: c for c in config()["static_resources"]["clusters"]}
+    for name in SERVICE_NAMES:
+        cluster = clusters[name]
+        context = cluster["transport_socket"]["typed_config"]["common_tls_context"]
+        sans = context["validation_context"]["match_typed_subject_alt_names"]
+        assert sans == [{"san_type": "URI", "matcher": {"exact": f"spiffe://gatehouse/{name}"}}]
+        assert context["tls_certificates"][0]["private_key"]["filename"] == "/certs/envoy-key.pem"
+        health = cluster["health_checks"][0]
+        assert health["no_traffic_interval"] == "2s"
+        assert health["grpc_health_check"]["service_name"].startswith(f"gatehouse.{name}.v1.")
+        assert "outlier_detection" in cluster
+
+
+def test_admin_listens_on_loopback_only() -> None:
+    admin = config(edge_host="0.0.0.0")["admin"]
+    assert admin["address"]["socket_address"]["address"] == "127.0.0.1"
+
+
+def test_committed_reference_is_current() -> None:
+    committed = (ROOT / "envoy" / "edge.reference.yaml").read_text()
+    assert committed == reference_config(), (
+        "envoy/edge.reference.yaml is stale: run "
+        "`.venv/bin/gatehouse edge config --reference > envoy/edge.reference.yaml`"
+    )
