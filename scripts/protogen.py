@@ -81,6 +81,19 @@ def run_protoc(python_out: Path, descriptor_out: Path) -> None:
     shutil.rmtree(python_out / "google", ignore_errors=True)
     for package_dir in {python_out / Path(f).parent for f in files}:
         (package_dir / "__init__.py").touch()
+    _drop_empty_grpc_modules(python_out, files)
+
+
+def _drop_empty_grpc_modules(python_out: Path, files: list[str]) -> None:
+    """protoc's gRPC plugin writes a module for every file, services or not; a file of plain
+    messages (events, common types) gets one with nothing in it. Drop those: an import of one
+    would only mislead."""
+    for proto in files:
+        stem = python_out / Path(proto).with_suffix("")
+        module = stem.parent / f"{stem.name}_pb2_grpc.py"
+        if module.exists() and "class " not in module.read_text():
+            module.unlink()
+            (stem.parent / f"{stem.name}_pb2_grpc.pyi").unlink(missing_ok=True)
 
 
 def generated_files(base: Path) -> dict[str, Path]:
