@@ -30,7 +30,9 @@ from tests.support.grpc_calls import (
 from tests.support.mesh import channel_to
 from tests.support.tokens import TestIssuer
 
-ISSUE_OF_SERVICE = {"auth": 4, "access": 6, "monitoring": 7, "payments": 8, "notifications": 9}
+# Services whose RPCs still answer UNIMPLEMENTED, and the issue that brings them (auth's
+# behaviour landed with issue #4; tests/integration/auth covers it).
+ISSUE_OF_SERVICE = {"access": 6, "monitoring": 7, "payments": 8, "notifications": 9}
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +78,7 @@ async def test_every_service_reports_serving(
 
 @pytest.mark.parametrize(
     ("service", "method"),
-    [pytest.param(s, m, id=f"{s}.{m.name}") for s, m in all_methods()],
+    [pytest.param(s, m, id=f"{s}.{m.name}") for s, m in all_methods() if s in ISSUE_OF_SERVICE],
 )
 async def test_rpc_without_behaviour_names_the_issue_that_brings_it(
     ports: dict[ServiceName, int],

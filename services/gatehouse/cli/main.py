@@ -1,4 +1,4 @@
-"""`gatehouse up | serve | health | certs | events` — the operator's entrypoint."""
+"""`gatehouse up | serve | health | certs | edge | events | auth` — the operator's entrypoint."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from gatehouse.auth import cli as auth_cli
 from gatehouse.cli import events_command, health_check
 from gatehouse.mesh.catalog import all_services, certificate_identities
 from gatehouse.runtime.config import (
@@ -43,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(health_check.run(settings, services, timeout=args.timeout))
     if command == "events":
         return events_command.run(args, settings)
+    if command == "auth":
+        return auth_cli.run(args, settings)
     # Imported late: it pulls in every service, which `certs` and `health` do not need.
     from gatehouse.cli import serving  # noqa: PLC0415
 
@@ -89,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     certs.add_argument("names", nargs="*", help="identities (default: services, envoy, client)")
     certs.add_argument("--dir", type=Path, default=None, help="default: <home>/certs")
     events_command.register(commands)
+    auth_cli.register(commands)
     return parser
 
 

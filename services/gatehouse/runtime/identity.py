@@ -25,7 +25,7 @@ import grpc
 import jwt
 from google.protobuf.message import Message
 
-from gatehouse.runtime.errors import Unauthenticated
+from gatehouse.runtime.errors import Unauthenticated, Unavailable
 from gatehouse.runtime.interception import ScopedInterceptor
 from gatehouse.runtime.kv import KeyValueStore
 
@@ -161,6 +161,7 @@ class JwksTokenVerifier:
         audience: str,
         revocations: RevocationList | None = None,
         max_age: dt.timedelta = dt.timedelta(minutes=1),
+        leeway: dt.timedelta = dt.timedelta(seconds=30),
         min_reload: dt.timedelta = dt.timedelta(seconds=1),
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -169,6 +170,7 @@ class JwksTokenVerifier:
         self._audience = audience
         self._revocations = revocations or NothingRevoked()
         self._max_age = max_age.total_seconds()
+        self._leeway = leeway
         self._min_reload = min_reload.total_seconds()
         self._monotonic = monotonic
         self._keys: dict[str, jwt.PyJWK] = {}
@@ -192,13 +194,23 @@ class JwksTokenVerifier:
                 audience=self._audience,
                 issuer=self._issuer,
                 options={"require": ["exp", "iat", "sub", "jti", "iss", "aud"]},
+                # Replicas' clocks differ a little; without leeway a token issued by a host
+                # whose clock runs ahead is refused for that moment.
+                leeway=self._leeway,
             )
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("access token expired", reason="TOKEN_EXPIRED") from None
         except jwt.PyJWTError:
             raise Unauthenticated("access token is not valid", reason="TOKEN_INVALID") from None
         token_id = str(claims["jti"])
-        if await self._revocations.is_revoked(token_id):
+        try:
+            revoked = await self._revocations.is_revoked(token_id)
+        except Exception as error:
+            # Fail closed, and say so: a token we cannot check is not accepted.
+            raise Unavailable(
+                "cannot check token revocation right now", reason="REVOCATION_LIST_UNAVAILABLE"
+            ) from error
+        if revoked:
             raise Unauthenticated("access token was revoked", reason="TOKEN_REVOKED")
         return TokenClaims(
             subject=str(claims["sub"]),

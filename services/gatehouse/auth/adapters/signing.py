@@ -1,0 +1,187 @@
+"""Ed25519 (EdDSA) signing keys: generation, sealing at rest, the in-memory key ring, JWKS.
+
+Keys live in the auth database (table `auth_signing_keys`) so every replica and every restart
+signs with the same key; the private half is sealed with the KEK (`crypto.KeyedSecretBox`),
+so a database dump alone yields no signing key. The `kid` is the RFC 7638 thumbprint of the
+public key: stable, unique, and checkable by anyone holding the JWKS.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from gatehouse.auth.domain.tokens import ALGORITHM, LEEWAY, InactiveReason, TokenRejectedError
+from gatehouse.auth.handlers.keys import current_signing_key
+from gatehouse.auth.handlers.ports import SecretBox, StoredSigningKey, VerifiedToken
+from gatehouse.runtime.identity import ALLOWED_ALGORITHMS
+
+_SEAL_PURPOSE = "signing-key"
+_REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "iss", "aud"]
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def public_jwk(public_key: Ed25519PublicKey) -> dict[str, str]:
+    """The RFC 8037 OKP form, with `kid` (the RFC 7638 thumbprint), `use` and `alg`."""
+    x = _b64url(public_key.public_bytes(Encoding.Raw, PublicFormat.Raw))
+    # RFC 7638: the required members only, lexicographic order, no whitespace.
+    canonical = json.dumps({"crv": "Ed25519", "kty": "OKP", "x": x}, separators=(",", ":"))
+    kid = _b64url(hashlib.sha256(canonical.encode()).digest())
+    return {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "use": "sig", "alg": ALGORITHM}
+
+
+def new_signing_key(box: SecretBox, now: datetime) -> StoredSigningKey:
+    private = Ed25519PrivateKey.generate()
+    jwk = public_jwk(private.public_key())
+    raw = private.private_bytes_raw()
+    return StoredSigningKey(
+        kid=jwk["kid"],
+        algorithm=ALGORITHM,
+        public_jwk=jwk,
+        # The kid as associated data: a sealed key copied onto another row does not open.
+        sealed_private_key=box.seal(_SEAL_PURPOSE, raw, jwk["kid"].encode()),
+        created_at=now,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _LoadedKey:
+    kid: str
+    jwk: Mapping[str, str]
+    public: Ed25519PublicKey
+
+
+class SigningKeyRing:
+    """`KeyRing`: signs with the current key, verifies with every published one.
+
+    Published are the current key and those superseded less than `publish_window` ago (the
+    longest access-token lifetime plus skew), so a rotation invalidates no token.
+    """
+
+    def __init__(
+        self,
+        box: SecretBox,
+        *,
+        issuer: str,
+        audience: str,
+        publish_window: timedelta,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._box = box
+        self._issuer = issuer
+        self._audience = audience
+        self._publish_window = publish_window
+        self._clock = clock
+        self._current_kid: str | None = None
+        self._signing_key: Ed25519PrivateKey | None = None
+        self._published: dict[str, _LoadedKey] = {}
+
+    @property
+    def current_kid(self) -> str | None:
+        return self._current_kid
+
+    def load(self, keys: Sequence[StoredSigningKey]) -> bool:
+        """Adopt the stored keys; whether what is published changed."""
+        current = current_signing_key(keys)
+        if current is None:
+            raise RuntimeError("no signing key: ensure_signing_key must run first")
+        now = self._clock()
+        published: dict[str, _LoadedKey] = {}
+        for key in sorted(keys, key=lambda k: (k.created_at, k.kid), reverse=True):
+            live = key is current or (
+                key.superseded_at is not None and now - key.superseded_at < self._publish_window
+            )
+            if live and key.algorithm == ALGORITHM:
+                public = Ed25519PublicKey.from_public_bytes(
+                    base64.urlsafe_b64decode(str(key.public_jwk["x"]) + "==")
+                )
+                published[key.kid] = _LoadedKey(key.kid, dict(key.public_jwk), public)
+        changed = list(published) != list(self._published) or current.kid != self._current_kid
+        if current.kid != self._current_kid:
+            raw = self._box.open(_SEAL_PURPOSE, current.sealed_private_key, current.kid.encode())
+            self._signing_key = Ed25519PrivateKey.from_private_bytes(raw)
+        self._current_kid = current.kid
+        # Current first (GetJwks promises that order).
+        self._published = {current.kid: published.pop(current.kid), **published}
+        return changed
+
+    def sign(self, claims: Mapping[str, Any]) -> str:
+        if self._signing_key is None or self._current_kid is None:
+            raise RuntimeError("the key ring is not loaded")
+        return jwt.encode(
+            dict(claims),
+            self._signing_key,
+            algorithm=ALGORITHM,
+            headers={"kid": self._current_kid, "typ": "JWT"},
+        )
+
+    def public_keys(self) -> list[dict[str, str]]:
+        return [dict(key.jwk) for key in self._published.values()]
+
+    def jwks_document(self) -> bytes:
+        return json.dumps({"keys": self.public_keys()}, separators=(",", ":")).encode()
+
+    def verify(self, token: str) -> VerifiedToken:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise TokenRejectedError(InactiveReason.MALFORMED) from None
+        # `alg: none` and symmetric algorithms are refused before any key is looked at.
+        if header.get("alg") not in ALLOWED_ALGORITHMS:
+            raise TokenRejectedError(InactiveReason.MALFORMED)
+        kid = header.get("kid")
+        key = self._published.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise TokenRejectedError(InactiveReason.UNKNOWN_KEY)
+        try:
+            claims = jwt.decode(
+                token,
+                key=key.public,
+                algorithms=[ALGORITHM],
+                audience=self._audience,
+                issuer=self._issuer,
+                # Times are checked below against the injected clock, not PyJWT's.
+                options={
+                    "require": _REQUIRED_CLAIMS,
+                    "verify_exp": False,
+                    "verify_iat": False,
+                    "verify_nbf": False,
+                },
+            )
+        except jwt.InvalidSignatureError:
+            raise TokenRejectedError(InactiveReason.INVALID_SIGNATURE) from None
+        except (jwt.InvalidAudienceError, jwt.InvalidIssuerError):
+            raise TokenRejectedError(InactiveReason.WRONG_AUDIENCE) from None
+        except jwt.PyJWTError:
+            raise TokenRejectedError(InactiveReason.MALFORMED) from None
+        self._check_times(claims)
+        return VerifiedToken(claims=claims, kid=key.kid)
+
+    def _check_times(self, claims: Mapping[str, Any]) -> None:
+        now = self._clock().timestamp()
+        leeway = LEEWAY.total_seconds()
+        try:
+            expires = float(claims["exp"])
+            issued = float(claims["iat"])
+            not_before = float(claims.get("nbf", issued))
+        except (TypeError, ValueError):
+            raise TokenRejectedError(InactiveReason.MALFORMED) from None
+        # Like every service's verifier: no grace after `exp`; skew tolerated only for tokens
+        # that look issued slightly in the future by another replica's clock.
+        if now >= expires or now + leeway < max(issued, not_before):
+            raise TokenRejectedError(InactiveReason.EXPIRED)
