@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gatehouse.auth import cli as auth_cli
@@ -31,30 +31,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(error, file=sys.stderr)
         return 2
     command: str = args.command
-    if command == "certs":
-        names = args.names or list(certificate_identities())
-        issued = ensure_dev_certificates(args.dir or settings.certificates, names)
-        for name, paths in issued.items():
-            print(f"{name:<14} {paths.certificate}  {paths.private_key}")
-        return 0
-    if command == "edge":
-        return _edge_config(settings, args)
-    if command == "health":
-        services: tuple[ServiceName, ...] = tuple(args.services) or all_services()
-        return asyncio.run(health_check.run(settings, services, timeout=args.timeout))
-    if command == "events":
-        return events_command.run(args, settings)
-    if command == "auth":
-        return auth_cli.run(args, settings)
-    # Imported late: it pulls in every service, which `certs` and `health` do not need.
+    handlers: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
+        "certs": _certs,
+        "edge": lambda args, settings: _edge_config(settings, args),
+        "health": _health,
+        "events": events_command.run,
+        "auth": auth_cli.run,
+        "up": _serve,
+        "serve": _serve,
+    }
+    return handlers[command](args, settings)
+
+
+def _certs(args: argparse.Namespace, settings: Settings) -> int:
+    names = args.names or list(certificate_identities())
+    issued = ensure_dev_certificates(args.dir or settings.certificates, names)
+    for name, paths in issued.items():
+        print(f"{name:<14} {paths.certificate}  {paths.private_key}")
+    return 0
+
+
+def _health(args: argparse.Namespace, settings: Settings) -> int:
+    services: tuple[ServiceName, ...] = tuple(args.services) or all_services()
+    return asyncio.run(health_check.run(settings, services, timeout=args.timeout))
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported late: it pulls in every service, which the other commands do not need.
     from gatehouse.cli import serving  # noqa: PLC0415
 
-    services = all_services() if command == "up" else (args.service,)
-    process_name = "gatehouse" if command == "up" else f"gatehouse-{args.service}"
+    up = args.command == "up"
+    services = all_services() if up else (args.service,)
+    process_name = "gatehouse" if up else f"gatehouse-{args.service}"
     configure_logging(process_name, settings.log_level, settings.log_format)
-    return asyncio.run(
-        serving.serve(settings, services, process_name=process_name, with_edge=command == "up")
-    )
+    return asyncio.run(serving.serve(settings, services, process_name=process_name, with_edge=up))
 
 
 def _parser() -> argparse.ArgumentParser:
