@@ -42,8 +42,11 @@ from gatehouse.auth.handlers import accounts, audit, keys
 from gatehouse.auth.handlers.common import AuthDependencies, Origin
 from gatehouse.auth.settings import AuthSettings, load_auth_settings
 from gatehouse.auth.v1 import auth_pb2, auth_pb2_grpc
-from gatehouse.runtime.authorization import LogDenialAudit
+from gatehouse.events.v1 import security_pb2
+from gatehouse.events.v1.envelope_pb2 import Event
+from gatehouse.runtime.authorization import ACCESS_DENIED_EVENT, LogDenialAudit
 from gatehouse.runtime.config import ConfigurationError
+from gatehouse.runtime.consumers import Consumer, ConsumerRunner
 from gatehouse.runtime.errors import AlreadyExists, DomainError, PermissionDenied
 from gatehouse.runtime.identity import JWKS_KEY, Caller, KeyValueRevocationList
 from gatehouse.runtime.server import ServiceDefinition
@@ -101,6 +104,7 @@ class AuthApp:
         self._deps: AuthDependencies | None = None
         self._ring: SigningKeyRing | None = None
         self._refresher: asyncio.Task[None] | None = None
+        self._denials: ConsumerRunner[SqlAlchemyAuthUnitOfWork] | None = None
         self._read_sessions: async_sessionmaker[AsyncSession] | None = None
 
     # -- what the servicer uses --
@@ -198,8 +202,32 @@ class AuthApp:
             ) from None
         await self._bootstrap_admin()
         self._refresher = asyncio.create_task(self._refresh_forever(), name="auth-key-refresh")
+        self._denials = ConsumerRunner(self.context.bus, self._denial_consumer())
+        await self._denials.start()
+
+    def _denial_consumer(self) -> Consumer[SqlAlchemyAuthUnitOfWork]:
+        """Every other service publishes its access denials; auth keeps them with its own."""
+        consumer = Consumer("auth", self.uow)
+
+        @consumer.handles(ACCESS_DENIED_EVENT, security_pb2.AccessDenied)
+        async def store(
+            event: Event, denial: security_pb2.AccessDenied, uow: SqlAlchemyAuthUnitOfWork
+        ) -> None:
+            origin = Origin(
+                user_id=denial.actor.user.removeprefix("users/") or None,
+                service=denial.actor.service or f"spiffe://gatehouse/{denial.service}",
+                client_address=client_ip(denial.actor.client_address or None),
+            )
+            await audit.store_denial(
+                origin, denial.method, denial.reason, denial.permission, uow, self.deps
+            )
+
+        return consumer
 
     async def stop(self) -> None:
+        denials, self._denials = self._denials, None
+        if denials is not None:
+            await denials.stop()
         task, self._refresher = self._refresher, None
         if task is not None:
             task.cancel()

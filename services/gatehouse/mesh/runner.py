@@ -11,6 +11,7 @@ from typing import Protocol
 from opentelemetry import trace
 
 from gatehouse.mesh.catalog import certificate_identities, composition_root
+from gatehouse.runtime.authorization import BusDenialAudit
 from gatehouse.runtime.config import ServiceName, Settings
 from gatehouse.runtime.identity import (
     JwksTokenVerifier,
@@ -92,6 +93,11 @@ class Mesh:
                 port=ports.get(name, settings.port_of(name)),
                 lifecycle=self.lifecycle,
                 metrics=self.metrics.rpc if self.metrics else None,
+                # A service with its own audit (auth stores denials itself) keeps it; the
+                # others publish theirs for auth's audit trail.
+                denial_audit=None
+                if definition.denial_audit
+                else BusDenialAudit(self.infrastructure.bus, name),
             )
 
     async def start(self) -> dict[ServiceName, int]:

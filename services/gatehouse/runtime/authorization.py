@@ -29,9 +29,12 @@ import grpc
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import Message
 
-from gatehouse.common.v1 import authorization_pb2
+from gatehouse.common.v1 import authorization_pb2, common_pb2
+from gatehouse.events.v1 import security_pb2
+from gatehouse.runtime.bus import EventBus
 from gatehouse.runtime.config import SERVICE_NAMES
 from gatehouse.runtime.errors import DomainError, PermissionDenied, Unauthenticated
+from gatehouse.runtime.events import new_event, stream_for
 from gatehouse.runtime.identity import Caller, current_caller
 from gatehouse.runtime.interception import ScopedInterceptor
 from gatehouse.runtime.tls import spiffe_id
@@ -119,6 +122,47 @@ class LogDenialAudit:
                 "client_address": caller.client_address,
             },
         )
+
+
+ACCESS_DENIED_EVENT = "security.access_denied"
+
+
+class BusDenialAudit:
+    """Logs each denial and publishes it as `security.access_denied`, so the auth service can
+    keep every service's denials in one audit trail.
+
+    Published straight to the bus, not through an outbox: a denial changes no state, so there
+    is no transaction to join. Publishing is best effort; the log record stays either way.
+    """
+
+    def __init__(self, bus: EventBus, service: str) -> None:
+        self._bus = bus
+        self._service = service
+        self._log = LogDenialAudit()
+
+    async def record(self, method: str, caller: Caller, error: DomainError) -> None:
+        await self._log.record(method, caller, error)
+        denial = security_pb2.AccessDenied(
+            method=method,
+            reason=error.reason,
+            permission=error.metadata.get("permission", ""),
+            actor=common_pb2.Actor(
+                user=caller.user or "",
+                service=caller.peer_spiffe_id or "",
+                client_address=caller.client_address or "",
+            ),
+            service=self._service,
+        )
+        event = new_event(
+            ACCESS_DENIED_EVENT,
+            source=self._service,
+            subject=caller.user or caller.peer_spiffe_id or "anonymous",
+            data=denial,
+        )
+        try:
+            await self._bus.publish(stream_for(ACCESS_DENIED_EVENT), event)
+        except Exception:
+            log.exception("could not publish a denial to the bus; it is in the log")
 
 
 def check(rule: AccessRule, caller: Caller) -> None:

@@ -4,6 +4,7 @@ refuses revoked ones. Also the whole mesh as `gatehouse up` runs it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -192,6 +193,11 @@ async def test_the_mesh_runs_auth_and_other_services_verify_its_real_tokens(
                     certs_dir, ports["payments"], refund, admin.tokens.access_token
                 )
             )
+            # Payments published its denial on the bus; auth keeps it in the audit trail.
+            denial = await _audited_denial(auth, admin.tokens.access_token, "RefundPayment")
+            assert denial.reason == "PERMISSION_MISSING"
+            assert denial.details["permission"] == "payments.refund"
+            assert denial.actor.user.startswith("users/")
             await auth.Logout(auth_pb2.LogoutRequest(), metadata=bearer(token))
             assert (
                 await _call_payments(certs_dir, ports["payments"], GET_PAYMENT, token)
@@ -205,3 +211,20 @@ async def test_the_mesh_runs_auth_and_other_services_verify_its_real_tokens(
     finally:
         await mesh.stop(grace=0)
     assert (tmp_path / "keys" / "auth.kek").stat().st_mode & 0o777 == 0o600
+
+
+async def _audited_denial(
+    auth: auth_pb2_grpc.AuthServiceStub, admin_token: str, method: str
+) -> auth_pb2.SecurityEvent:
+    """Wait (generously) until the denial made by another service reaches auth's trail."""
+    request = auth_pb2.ListSecurityEventsRequest(
+        types=[auth_pb2.SECURITY_EVENT_TYPE_PERMISSION_DENIED]
+    )
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        page = await auth.ListSecurityEvents(request, metadata=bearer(admin_token))
+        for event in page.security_events:
+            if event.details.get("method", "").endswith(f"/{method}"):
+                return event
+        assert asyncio.get_running_loop().time() < deadline, "the denial was never audited"
+        await asyncio.sleep(0.1)

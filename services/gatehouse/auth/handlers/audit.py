@@ -104,17 +104,30 @@ async def record_denial(
     deps: AuthDependencies,
 ) -> None:
     """A PERMISSION_DENIED made by the authorization interceptor (ARCHITECTURE §6)."""
+    async with uow:
+        await store_denial(origin, method, reason, permission, uow, deps)
+        await uow.commit()
+
+
+async def store_denial(
+    origin: Origin,
+    method: str,
+    reason: str,
+    permission: str,
+    uow: AuthUnitOfWork,
+    deps: AuthDependencies,
+) -> None:
+    """Record a denial inside the caller's open unit of work (the event consumer's, whose
+    runner commits it together with the processed-event marker)."""
     details = {"method": method}
     if permission:
         details["permission"] = permission
-    async with uow:
-        await audit(
-            uow,
-            deps,
-            origin,
-            SecurityEventType.PERMISSION_DENIED,
-            Outcome.DENIED,
-            reason=reason,
-            details=details,
-        )
-        await uow.commit()
+    await audit(
+        uow,
+        deps,
+        origin,
+        SecurityEventType.PERMISSION_DENIED,
+        Outcome.DENIED,
+        reason=reason,
+        details=details,
+    )

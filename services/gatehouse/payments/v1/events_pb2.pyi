@@ -195,6 +195,56 @@ class PaymentProcessed(_message.Message):
 Global___PaymentProcessed: _TypeAlias = PaymentProcessed  # noqa: Y015
 
 @_typing.final
+class PaymentProcessing(_message.Message):
+    """Event type `payment.processing`: the payment was handed to the provider (status
+    PROCESSING). The outcome follows as `payment.processed` or `payment.failed`; after a
+    provider timeout it follows only once the reconciler has asked the provider. Lets live
+    views (WatchPayment) show the change as it commits; notifications need not act on it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_FIELD_NUMBER: _builtins.int
+    PAYER_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    payment: _builtins.str
+    """The payment, `payments/{payment}`."""
+    payer: _builtins.str
+    """Who pays, `users/{user}`."""
+    method: _payments_pb2.PaymentMethod.ValueType
+    """How the payer pays."""
+    provider: _builtins.str
+    """The provider adapter asked to charge, e.g. `sandbox`."""
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money:
+        """The amount being charged."""
+
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """When the payment was handed to the provider."""
+
+    def __init__(
+        self,
+        *,
+        payment: _builtins.str = ...,
+        payer: _builtins.str = ...,
+        amount: _money_pb2.Money | None = ...,
+        method: _payments_pb2.PaymentMethod.ValueType = ...,
+        provider: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "method", b"method", "payer", b"payer", "payment", b"payment", "provider", b"provider", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PaymentProcessing: _TypeAlias = PaymentProcessing  # noqa: Y015
+
+@_typing.final
 class PaymentFailed(_message.Message):
     """Event type `payment.failed`: the provider declined or errored (status FAILED). Not
     published for a provider timeout, which leaves the payment PROCESSING until the
