@@ -31,8 +31,8 @@ from tests.support.mesh import channel_to
 from tests.support.tokens import TestIssuer
 
 # Services whose RPCs still answer UNIMPLEMENTED, and the issue that brings them (auth's
-# behaviour landed with issue #4; tests/integration/auth covers it).
-ISSUE_OF_SERVICE = {"access": 6, "monitoring": 7, "payments": 8, "notifications": 9}
+# behaviour landed with issue #4, payments' with #8; tests/integration/<service> cover them).
+ISSUE_OF_SERVICE = {"access": 6, "monitoring": 7, "notifications": 9}
 
 
 @pytest.fixture(scope="module")

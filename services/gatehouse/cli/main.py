@@ -1,4 +1,4 @@
-"""`gatehouse up | serve | health | certs | edge | events | auth` — the operator's entrypoint."""
+"""The `gatehouse` command: up, serve, health, certs, edge, events, auth, payments."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 from gatehouse.auth import cli as auth_cli
 from gatehouse.cli import events_command, health_check
 from gatehouse.mesh.catalog import all_services, certificate_identities
+from gatehouse.payments import cli as payments_cli
 from gatehouse.runtime.config import (
     SERVICE_NAMES,
     ConfigurationError,
@@ -37,6 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "health": _health,
         "events": events_command.run,
         "auth": auth_cli.run,
+        "payments": payments_cli.run,
         "up": _serve,
         "serve": _serve,
     }
@@ -103,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     certs.add_argument("--dir", type=Path, default=None, help="default: <home>/certs")
     events_command.register(commands)
     auth_cli.register(commands)
+    payments_cli.register(commands)
     return parser
 
 

@@ -11,8 +11,8 @@ from gatehouse.edge.descriptors import openapi_path
 from tests.e2e.edge.conftest import Edge, Response, StartEdge
 from tests.support.tokens import TestIssuer
 
-# Payments' behaviour arrives with issue #8: until then its RPCs answer UNIMPLEMENTED.
-UNIMPLEMENTED_PATH = "/v1/payments/p1"
+# Notifications' behaviour arrives with issue #9: until then its RPCs answer UNIMPLEMENTED.
+UNIMPLEMENTED_PATH = "/v1/notifications/n1"
 GRPC_HEADERS = ("grpc-status", "grpc-message", "grpc-status-details-bin", "grpc-accept-encoding")
 
 
@@ -29,9 +29,9 @@ async def test_unimplemented_rpc_is_501_with_error_info(edge: Edge, issuer: Test
     assert response.headers["content-type"] == "application/json"
     body = response.json()
     assert body["code"] == 12
-    assert "issue #8" in body["message"]
+    assert "issue #9" in body["message"]
     info = details_of(response, "google.rpc.ErrorInfo")
-    assert (info["reason"], info["domain"]) == ("NOT_IMPLEMENTED_YET", "payments.gatehouse")
+    assert (info["reason"], info["domain"]) == ("NOT_IMPLEMENTED_YET", "notifications.gatehouse")
 
 
 async def test_invalid_field_is_400_with_bad_request_details(

@@ -1,0 +1,1 @@
+"""Adapters of the payments service: SQLAlchemy storage, the sandbox provider, snapshots."""
