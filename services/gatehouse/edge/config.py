@@ -35,6 +35,10 @@ JWT_AUTHN = "envoy.filters.http.jwt_authn"
 CORS = "envoy.filters.http.cors"
 HEADER_MUTATION = "envoy.filters.http.header_mutation"
 JWT_REQUIREMENT = "access_token"
+# Where jwt_authn fetches the JWKS from: an internal listener (inside Envoy, no port, no socket)
+# that transcodes `GET /.well-known/jwks.json` to AuthService.GetJwks, and the cluster to it.
+JWKS_LISTENER = "edge_jwks"
+JWKS_CLUSTER = "edge_jwks"
 # A cluster without hosts: where nothing should ever be sent.
 BLACKHOLE = "blackhole"
 # The transcoder leaves the request's original path here; only transcoded requests have it.
@@ -105,20 +109,28 @@ def build_config(
     """The whole Envoy bootstrap. `upstream_ports` defaults to the configured service ports."""
     ports = {name: settings.port_of(name) for name in services} | dict(upstream_ports or {})
     methods = tuple(m for m in edge_methods(services) if m.exposed)
-    return {
+    remote_jwks = _remote_jwks(settings, files)
+    if remote_jwks and "auth" not in services:
+        raise ValueError(
+            "edge_jwt_enabled needs the auth service behind the edge (its JWKS) or edge_jwks_file"
+        )
+    bootstrap: Config = {
         "node": {"id": "gatehouse-edge", "cluster": "gatehouse-edge"},
         "admin": {
             # Admin can stop Envoy and dump config: loopback only, whatever edge_host says.
             "address": _address("127.0.0.1", settings.edge_admin_port),
         },
         "static_resources": {
-            "listeners": [_listener(settings, files, services, methods)],
+            "listeners": [
+                _listener(settings, files, services, methods),
+                *([_jwks_listener(settings, files)] if remote_jwks else []),
+            ],
             "clusters": [
                 *(
                     _cluster(name, _upstream_host(settings.host), ports[name], files)
                     for name in services
                 ),
-                *_jwks_clusters(settings, files),
+                *([_jwks_cluster()] if remote_jwks else []),
                 {"name": BLACKHOLE, "type": "STATIC", "connect_timeout": "1s"},
             ],
         },
@@ -136,6 +148,18 @@ def build_config(
             ]
         },
     }
+    if remote_jwks:
+        # Internal listeners (the JWKS fetch, above) exist only with this extension loaded.
+        bootstrap["bootstrap_extensions"] = [
+            {
+                "name": "envoy.bootstrap.internal_listener",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3"
+                    ".InternalListener"
+                },
+            }
+        ]
+    return bootstrap
 
 
 REFERENCE_HEADER = """\
@@ -432,18 +456,22 @@ def _jwt_authn(settings: Settings, files: EdgeFiles) -> Config:
     if files.jwks is not None:
         provider["local_jwks"] = {"filename": str(files.jwks)}
     else:
-        # The JWKS that auth serves (GetJwks), fetched through this very listener so it is
-        # transcoded to JSON like any REST call; cached, and refetched when a kid is unknown.
+        # The JWKS that auth serves (GetJwks), fetched through Envoy itself: an internal
+        # listener transcodes the GET to the RPC, so no port (the edge's may be 0) is involved.
         provider["remote_jwks"] = {
             "http_uri": {
-                "uri": f"https://{_upstream_host(settings.edge_host)}:{settings.edge_port}"
-                f"{JWKS_PATH}",
-                "cluster": "edge_self",
+                "uri": f"http://jwks.edge.internal{JWKS_PATH}",
+                "cluster": JWKS_CLUSTER,
                 "timeout": "2s",
             },
             "cache_duration": "300s",
-            "async_fetch": {"fast_listener": True},
-            "retry_policy": {"num_retries": 3},
+            # Fetched at start and in the background before the cache expires; a failed fetch
+            # is retried after 1 s (requests with a token get 401 until one succeeds).
+            "async_fetch": {"fast_listener": True, "failed_refetch_duration": "1s"},
+            "retry_policy": {
+                "num_retries": 3,
+                "retry_back_off": {"base_interval": "0.2s", "max_interval": "1s"},
+            },
         }
     return {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
@@ -452,45 +480,97 @@ def _jwt_authn(settings: Settings, files: EdgeFiles) -> Config:
     }
 
 
-def _jwks_clusters(settings: Settings, files: EdgeFiles) -> list[Config]:
-    """The edge itself as an upstream, for fetching the JWKS that auth serves through it."""
-    if not settings.edge_jwt_enabled or files.jwks is not None:
-        return []
-    host = _upstream_host(settings.edge_host)
-    return [
-        {
-            "name": "edge_self",
-            "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
-            "connect_timeout": "2s",
-            "load_assignment": {
-                "cluster_name": "edge_self",
-                "endpoints": [
-                    {
-                        "lb_endpoints": [
-                            {"endpoint": {"address": _address(host, settings.edge_port)}}
-                        ]
-                    }
-                ],
-            },
-            "transport_socket": {
-                "name": "envoy.transport_sockets.tls",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3"
-                    ".UpstreamTlsContext",
-                    "sni": "localhost",
-                    "common_tls_context": {
-                        "tls_certificates": [_certificate(files.envoy)],
-                        "validation_context": {
-                            "trusted_ca": {"filename": str(files.envoy.ca)},
-                            "match_typed_subject_alt_names": [
-                                {"san_type": "URI", "matcher": {"exact": spiffe_id(EDGE_IDENTITY)}}
-                            ],
+def _remote_jwks(settings: Settings, files: EdgeFiles) -> bool:
+    return settings.edge_jwt_enabled and files.jwks is None
+
+
+def _jwks_listener(settings: Settings, files: EdgeFiles) -> Config:
+    """Where jwt_authn fetches the JWKS: an internal listener (in Envoy's memory, reachable only
+    through the `edge_jwks` cluster) with the transcoder for AuthService and a single route, to
+    GetJwks. Plain HTTP: the bytes never leave the process; Envoy -> auth is mTLS as always."""
+    transcoder = _transcoder(settings, files, ("auth",))
+    # Exactly the JWK Set document: no empty `y` of an OKP key.
+    transcoder["print_options"] = {"add_whitespace": False, "always_print_primitive_fields": False}
+    get_jwks = next(
+        m for m in edge_methods(("auth",)) if m.full_name.endswith("AuthService.GetJwks")
+    )
+    manager: Config = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager"
+        ".v3.HttpConnectionManager",
+        "stat_prefix": JWKS_LISTENER,
+        "codec_type": "AUTO",
+        "route_config": {
+            "name": JWKS_LISTENER,
+            "virtual_hosts": [
+                {
+                    "name": JWKS_LISTENER,
+                    "domains": ["*"],
+                    "routes": [
+                        {
+                            "name": get_jwks.full_name,
+                            "match": {"path": get_jwks.grpc_path, "grpc": {}},
+                            "route": {"cluster": get_jwks.service, "timeout": "2s"},
                         },
-                    },
+                        {
+                            "name": "not_found",
+                            "match": {"prefix": "/"},
+                            "direct_response": {"status": 404},
+                        },
+                    ],
+                }
+            ],
+        },
+        "http_filters": [
+            {"name": TRANSCODER, "typed_config": transcoder},
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
                 },
             },
-        }
-    ]
+        ],
+    }
+    return {
+        "name": JWKS_LISTENER,
+        "internal_listener": {},
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": manager,
+                    }
+                ]
+            }
+        ],
+    }
+
+
+def _jwks_cluster() -> Config:
+    """The internal JWKS listener as an upstream (no address, no TLS: it is inside Envoy)."""
+    return {
+        "name": JWKS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "2s",
+        "load_assignment": {
+            "cluster_name": JWKS_CLUSTER,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {
+                                    "envoy_internal_address": {
+                                        "server_listener_name": JWKS_LISTENER
+                                    }
+                                }
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+    }
 
 
 def _routes(settings: Settings, files: EdgeFiles, methods: tuple[EdgeMethod, ...]) -> Config:

@@ -105,7 +105,7 @@ class Settings(BaseSettings):
         default=15.0, gt=0, description="Upstream timeout of unary RPCs (streams have none)."
     )
     edge_jwt_enabled: bool = Field(
-        default=False, description="Verify access tokens at the edge (needs the auth issue)."
+        default=True, description="Verify access tokens at the edge (public/device RPCs exempt)."
     )
     edge_jwks_file: Path | None = Field(
         default=None, description="A local JWKS file; unset: the JWKS auth serves via the edge."

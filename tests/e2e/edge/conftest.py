@@ -168,6 +168,10 @@ async def start_edge(
                 # Generous unless a test is about limits: tests must not trip them by accident.
                 "edge_global_rate_per_second": 0,
                 "edge_sensitive_rate_per_minute": 0,
+                # Off unless a test is about tokens at the edge (test_jwt, test_auth_flow, which
+                # turn it on): the others reach the services' own checks (missing token: the
+                # service's 401, streams, resilience) with test-issuer tokens.
+                "edge_jwt_enabled": False,
                 **overrides,
             }
         )

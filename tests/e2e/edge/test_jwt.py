@@ -1,5 +1,5 @@
-"""jwt_authn at the edge (off by default until auth serves its JWKS): against a local JWKS file
-signed by a key this test makes."""
+"""jwt_authn at the edge against a local JWKS file signed by a key this test makes (the JWKS
+auth serves is exercised in test_auth_flow.py)."""
 
 from __future__ import annotations
 

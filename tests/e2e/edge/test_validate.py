@@ -13,10 +13,10 @@ from gatehouse.runtime.config import Settings
 from tests.support.tokens import TestIssuer
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    "defaults": {},
+    "defaults (jwt with the JWKS auth serves, via an internal listener)": {},
     "client certificates required": {"edge_require_client_certs": True},
     "cors": {"edge_cors_origins": ["https://app.example", "http://localhost:5173"]},
-    "jwt with the JWKS served through the edge": {"edge_jwt_enabled": True},
+    "no jwt at the edge": {"edge_jwt_enabled": False},
     "no rate limits": {"edge_global_rate_per_second": 0, "edge_sensitive_rate_per_minute": 0},
     "services by host name": {"host": "localhost"},
 }

@@ -73,7 +73,8 @@ def test_filter_order_puts_limits_and_tokens_after_the_transcoder() -> None:
         "envoy.filters.http.jwt_authn",
         "envoy.filters.http.router",
     ]
-    assert "envoy.filters.http.jwt_authn" not in filter_names(config())
+    assert "envoy.filters.http.jwt_authn" in filter_names(config())
+    assert "envoy.filters.http.jwt_authn" not in filter_names(config(edge_jwt_enabled=False))
     assert "envoy.filters.http.cors" not in filter_names(config())
 
 
@@ -92,6 +93,72 @@ def test_rate_limit_buckets_per_client_for_the_sensitive_rpcs() -> None:
     retry_after = limit["typed_config"]["response_headers_to_add"][0]["header"]
     assert retry_after == {"key": "retry-after", "value": "10"}
     assert limit["typed_config"]["rate_limited_as_resource_exhausted"] is True
+
+
+def test_jwks_is_fetched_from_auth_through_an_internal_listener_by_default() -> None:
+    bootstrap = config()
+    provider = next(
+        f for f in connection_manager(bootstrap)["http_filters"] if f["name"].endswith("jwt_authn")
+    )["typed_config"]["providers"]["gatehouse"]
+    remote = provider["remote_jwks"]["http_uri"]
+    assert remote["uri"].endswith("/.well-known/jwks.json")
+    # No port anywhere: the cluster leads to a listener inside Envoy, whatever edge_port is.
+    cluster = next(
+        c for c in bootstrap["static_resources"]["clusters"] if c["name"] == remote["cluster"]
+    )
+    endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    listener_name = endpoint["address"]["envoy_internal_address"]["server_listener_name"]
+    listener = next(
+        x for x in bootstrap["static_resources"]["listeners"] if x["name"] == listener_name
+    )
+    assert listener["internal_listener"] == {}
+    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    (route, not_found) = manager["route_config"]["virtual_hosts"][0]["routes"]
+    assert route["match"]["path"] == "/gatehouse.auth.v1.AuthService/GetJwks"
+    assert route["route"]["cluster"] == "auth"
+    assert "direct_response" in not_found
+    extensions = [e["name"] for e in bootstrap["bootstrap_extensions"]]
+    assert extensions == ["envoy.bootstrap.internal_listener"]
+
+
+def test_public_and_device_rpcs_are_exempt_from_the_token_check() -> None:
+    by_name = routes(config())
+    for method in edge_methods():
+        if not method.exposed:
+            continue
+        per_route = by_name[method.full_name]["typed_per_filter_config"]
+        jwt = per_route["envoy.filters.http.jwt_authn"]
+        assert ("disabled" in jwt) == (not method.needs_token), method.full_name
+    for public in ("Register", "Login", "RefreshToken", "GetJwks"):
+        route = by_name[f"gatehouse.auth.v1.AuthService.{public}"]
+        assert route["typed_per_filter_config"]["envoy.filters.http.jwt_authn"]["disabled"]
+    for route_name in ("openapi", "grpc_not_found", "rest"):
+        assert by_name[route_name]["typed_per_filter_config"]["envoy.filters.http.jwt_authn"][
+            "disabled"
+        ]
+
+
+def test_a_local_jwks_file_needs_no_internal_listener() -> None:
+    files = EdgeFiles(
+        certificates=Path("/certs"),
+        descriptor_set=Path("/edge.binpb"),
+        openapi=Path("/openapi.json"),
+        jwks=Path("/jwks.json"),
+    )
+    bootstrap = build_config(Settings.model_construct(), files)
+    assert len(bootstrap["static_resources"]["listeners"]) == 1
+    assert "bootstrap_extensions" not in bootstrap
+
+
+def test_remote_jwks_without_the_auth_service_is_refused() -> None:
+    with pytest.raises(ValueError, match="auth"):
+        build_config(Settings.model_construct(), FILES, services=("payments",))
+    names = filter_names(
+        build_config(
+            Settings.model_construct(edge_jwt_enabled=False), FILES, services=("payments",)
+        )
+    )
+    assert "envoy.filters.http.jwt_authn" not in names
 
 
 def test_no_limits_no_filter() -> None:
