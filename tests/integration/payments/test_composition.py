@@ -23,7 +23,6 @@ from tests.support.tokens import TestIssuer
 async def test_the_mesh_serves_payments_and_runs_the_reconciler(
     settings: Settings, certs_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(payments_app, "SERVE_PAYMENTS", True)
     for name, value in {
         "PROVIDER_TIMEOUT": "0.2",
         "RECONCILE_AFTER": "0.3",
