@@ -30,9 +30,9 @@ from tests.support.grpc_calls import (
 from tests.support.mesh import channel_to
 from tests.support.tokens import TestIssuer
 
-# Services whose RPCs still answer UNIMPLEMENTED, and the issue that brings them (auth's
-# behaviour landed with issue #4, payments' with #8; tests/integration/<service> cover them).
-ISSUE_OF_SERVICE = {"access": 6, "monitoring": 7, "notifications": 9}
+# Services whose RPCs still answer UNIMPLEMENTED, and the issue that brings them (the others
+# have their own tests under tests/integration/<service>).
+ISSUE_OF_SERVICE = {"access": 6, "notifications": 9}
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""The `gatehouse` command: up, serve, health, certs, edge, events, auth, payments."""
+"""The `gatehouse` command: up, serve, health, certs, edge, events, auth, payments, simulate,
+watch."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from gatehouse.auth import cli as auth_cli
 from gatehouse.cli import events_command, health_check
 from gatehouse.mesh.catalog import all_services, certificate_identities
+from gatehouse.monitoring import cli as monitoring_cli
 from gatehouse.payments import cli as payments_cli
 from gatehouse.runtime.config import (
     SERVICE_NAMES,
@@ -39,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "events": events_command.run,
         "auth": auth_cli.run,
         "payments": payments_cli.run,
+        "simulate": monitoring_cli.run,
+        "watch": monitoring_cli.run,
         "up": _serve,
         "serve": _serve,
     }
@@ -46,6 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _certs(args: argparse.Namespace, settings: Settings) -> int:
+    if args.names[:1] == ["device"]:
+        # `gatehouse certs device buildings/b1/devices/d1`: a device's own identity.
+        return monitoring_cli.certs_device(args.names[1:], args.dir or settings.certificates)
     names = args.names or list(certificate_identities())
     issued = ensure_dev_certificates(args.dir or settings.certificates, names)
     for name, paths in issued.items():
@@ -106,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     events_command.register(commands)
     auth_cli.register(commands)
     payments_cli.register(commands)
+    monitoring_cli.register(commands)
     return parser
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,8 +119,13 @@ class DevCertificateAuthority:
         *,
         hosts: Sequence[str] = DEFAULT_HOSTS,
         validity: dt.timedelta = LEAF_VALIDITY,
+        file_name: str | None = None,
     ) -> CertificatePaths:
-        """Write `<name>.pem` and `<name>-key.pem`, signed by this CA, and return their paths."""
+        """Write `<name>.pem` and `<name>-key.pem`, signed by this CA, and return their paths.
+
+        `file_name` replaces `name` in the file names when `name` is no file name (a device's
+        resource name holds slashes); the SPIFFE id always carries `name` itself.
+        """
         key = ec.generate_private_key(ec.SECP256R1())
         now = _now()
         alt_names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(spiffe_id(name))]
@@ -130,7 +136,10 @@ class DevCertificateAuthority:
                 alt_names.append(x509.DNSName(host))
         certificate = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            # A common name holds at most 64 characters; the SPIFFE id carries the full name.
+            .subject_name(
+                x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, (file_name or name)[:64])])
+            )
             .issuer_name(self._certificate.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
@@ -149,7 +158,7 @@ class DevCertificateAuthority:
             )
             .sign(self._key, hashes.SHA256())
         )
-        paths = CertificatePaths.for_name(directory, name)
+        paths = CertificatePaths.for_name(directory, file_name or name)
         _write_private(paths.private_key, _pem_key(key))
         paths.certificate.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
         return paths
@@ -163,6 +172,29 @@ def ensure_dev_certificates(directory: Path, names: Iterable[str]) -> dict[str, 
         paths = CertificatePaths.for_name(directory, name)
         issued[name] = paths if paths.exists() else authority.issue(directory, name)
     return issued
+
+
+_DEVICE_NAME = re.compile(r"buildings/([A-Za-z0-9._~-]+)/devices/([A-Za-z0-9._~-]+)")
+
+
+def device_certificate_file_name(device: str) -> str:
+    """The file name (without `.pem`) of a device's certificate: `buildings/b1/devices/d1` ->
+    `device--b1--d1`. Raises ValueError for anything that is not a device resource name."""
+    match = _DEVICE_NAME.fullmatch(device)
+    if match is None:
+        raise ValueError(f"not a device resource name (buildings/{{b}}/devices/{{d}}): {device!r}")
+    return f"device--{match.group(1)}--{match.group(2)}"
+
+
+def issue_device_certificate(
+    directory: Path, device: str, *, validity: dt.timedelta = LEAF_VALIDITY
+) -> CertificatePaths:
+    """A client certificate for one device (dev CA): SPIFFE id `spiffe://gatehouse/<device>`,
+    files named by `device_certificate_file_name`. Replaces an existing one."""
+    file_name = device_certificate_file_name(device)
+    authority = DevCertificateAuthority.load_or_create(directory)
+    # Devices are clients only; the DNS/IP names of a server certificate mean nothing here.
+    return authority.issue(directory, device, hosts=(), validity=validity, file_name=file_name)
 
 
 def server_credentials(paths: CertificatePaths) -> grpc.ServerCredentials:

@@ -1,0 +1,1 @@
+"""Monitoring use cases: plain async functions over a unit of work and the ports they need."""
