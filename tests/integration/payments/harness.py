@@ -7,7 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from google.type import money_pb2
 
 from gatehouse.events.v1.envelope_pb2 import Event
 from gatehouse.payments.app import PaymentsApp
+from gatehouse.payments.handlers.common import utc_now
 from gatehouse.payments.handlers.ports import PaymentProvider
 from gatehouse.payments.settings import PaymentsSettings
 from gatehouse.payments.v1 import payments_pb2, payments_pb2_grpc
@@ -57,7 +58,9 @@ Metadata = tuple[tuple[str, str], ...]
 def fast_settings(**overrides: Any) -> PaymentsSettings:
     values: dict[str, Any] = {
         "provider_timeout": timedelta(milliseconds=300),
-        "reconcile_after": timedelta(milliseconds=400),
+        # Long, so that "not overdue yet" holds however slow the machine; tests that need a
+        # call to be overdue move the harness clock past it instead of sleeping.
+        "reconcile_after": timedelta(seconds=30),
         "reconcile_interval": timedelta(hours=1),  # tests reconcile when they choose
         "watch_heartbeat": timedelta(seconds=1),
     }
@@ -105,6 +108,19 @@ async def refused(call: Awaitable[Any], code: grpc.StatusCode, reason: str) -> s
     return status
 
 
+class MovableClock:
+    """The wall clock plus an offset the test moves forward: "time passes" without sleeping."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return utc_now() + self.offset
+
+    def advance(self, delta: timedelta) -> None:
+        self.offset += delta
+
+
 @dataclass
 class PaymentsHarness:
     app: PaymentsApp
@@ -114,6 +130,7 @@ class PaymentsHarness:
     certs_dir: Path
     bus: InProcessEventBus
     live: LiveHub
+    clock: MovableClock
     channels: list[grpc.aio.Channel] = field(default_factory=list)
 
     def channel(self) -> grpc.aio.Channel:
@@ -177,6 +194,10 @@ class PaymentsHarness:
         )
         return response.payment
 
+    def let_overdue(self) -> None:
+        """Move time past the reconciler's waiting period."""
+        self.clock.advance(self.app.settings.reconcile_after + timedelta(seconds=1))
+
     async def count(self, table: str) -> int:
         from sqlalchemy import text  # noqa: PLC0415
 
@@ -212,8 +233,13 @@ async def running_payments(
         bus=bus,
         live=live,
     )
+    clock = MovableClock()
     app = PaymentsApp(
-        context, payments_settings or fast_settings(), provider=provider, reconciler=reconciler
+        context,
+        payments_settings or fast_settings(),
+        provider=provider,
+        clock=clock,
+        reconciler=reconciler,
     )
     verifier = JwksTokenVerifier(
         StaticKeySource(issuer.jwks()), issuer="gatehouse", audience="gatehouse"
@@ -223,7 +249,7 @@ async def running_payments(
     )
     await live.start()
     port = await server.start()
-    harness = PaymentsHarness(app, server, port, issuer, certs_dir, bus, live)
+    harness = PaymentsHarness(app, server, port, issuer, certs_dir, bus, live, clock)
     try:
         yield harness
     finally:

@@ -171,7 +171,7 @@ async def test_a_provider_timeout_is_followed_until_reconciled(payments: Payment
     stream = watch(payments, created.name).__aiter__()
     opening = await asyncio.wait_for(next_change(stream), 5)
     assert S[opening.status] == "PROCESSING"
-    await asyncio.sleep(payments.app.settings.reconcile_after.total_seconds() + 0.05)
+    payments.let_overdue()
     await payments.app.reconcile()
     rest = await asyncio.wait_for(changes(stream), 10)
     assert transitions(rest) == [("PROCESSING", "COMPLETED")]
