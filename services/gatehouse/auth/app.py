@@ -40,6 +40,7 @@ from gatehouse.auth.domain.tokens import LEEWAY
 from gatehouse.auth.grpc_api import AuthServicer, client_ip
 from gatehouse.auth.handlers import accounts, audit, keys
 from gatehouse.auth.handlers.common import AuthDependencies, Origin
+from gatehouse.auth.handlers.ports import StoredSigningKey
 from gatehouse.auth.settings import AuthSettings, load_auth_settings
 from gatehouse.auth.v1 import auth_pb2, auth_pb2_grpc
 from gatehouse.events.v1 import security_pb2
@@ -241,24 +242,30 @@ class AuthApp:
     async def refresh_keys(self, *, publish: bool = False) -> None:
         """Reread the key ring (another replica may have rotated), rotate when the current key
         is due, and publish the JWKS when it changed (or `publish`)."""
-        deps = self.deps
+        deps, settings = self.deps, self.settings
         stored = await keys.ensure_signing_key(
-            self.uow(), deps.box, self.clock(), self.settings.signing_key_rotation, new_signing_key
+            self.uow(),
+            deps.box,
+            self.clock(),
+            settings.signing_key_rotation,
+            new_signing_key,
+            prepublish=settings.signing_key_prepublish,
         )
         changed = self.key_ring.load(stored)
         await self._publish_jwks(replace=publish or changed)
 
-    async def rotate_keys(self) -> str:
-        """Make a new signing key current now; the old one stays published. Returns its kid."""
-        stored = await keys.rotate_signing_key(
-            self.uow(), self.deps.box, self.clock(), new_signing_key
+    async def rotate_keys(self, *, immediately: bool = False) -> StoredSigningKey:
+        """Publish a new signing key now; it signs from `signing_key_prepublish` later (or at
+        once when `immediately`: after a leak, accepting that verifiers with a cached JWKS
+        refuse its tokens until they refetch). The old key stays published. Returns the key."""
+        prepublish = timedelta(0) if immediately else self.settings.signing_key_prepublish
+        key, stored = await keys.rotate_signing_key(
+            self.uow(), self.deps.box, self.clock(), new_signing_key, prepublish=prepublish
         )
         self.key_ring.load(stored)
         await self._publish_jwks(replace=True)
-        kid = self.key_ring.current_kid
-        assert kid is not None
-        log.info("signing key rotated; now signing with %s", kid)
-        return kid
+        log.info("signing key %s published; it signs from %s", key.kid, key.activates_at)
+        return key
 
     async def _publish_jwks(self, *, replace: bool) -> None:
         document = self.key_ring.jwks_document()

@@ -4,9 +4,12 @@
   (bootstrap, or another administrator). The password comes from a prompt (asked twice) or,
   when stdin is not a terminal, from its first line: `printf '%s\\n' "$PW" | gatehouse auth
   create-admin --email ...`. It never appears in argv, the environment or the output.
-- `rotate-keys`: make a new signing key current now. The previous key stays in the JWKS for
-  a token lifetime, so nobody is signed out; running replicas pick the new key up within
-  `GATEHOUSE_AUTH_KEY_REFRESH_INTERVAL`.
+- `rotate-keys [--now]`: publish a new signing key. It signs from
+  `GATEHOUSE_AUTH_SIGNING_KEY_PREPUBLISH` (6 minutes) later, once every JWKS cache (Envoy's
+  holds it 5 minutes) knows it; `--now` makes it sign at once, for a leaked key, accepting that
+  the edge refuses new tokens (401) until it refetches the JWKS. The previous key stays in the
+  JWKS for a token lifetime, so nobody is signed out; running replicas reread the keys within
+  `GATEHOUSE_AUTH_KEY_REFRESH_INTERVAL` and switch at the activation time by their clocks.
 
 Both work on the auth database the settings name (`GATEHOUSE_DATABASE_URL`, or the SQLite
 file under `<home>/data` in embedded mode), also while the service runs: their events land in
@@ -41,7 +44,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     create.add_argument("--email", required=True)
     create.add_argument("--display-name", default="Administrator")
-    auth_commands.add_parser("rotate-keys", help="make a new token signing key current now")
+    rotate = auth_commands.add_parser(
+        "rotate-keys", help="publish a new token signing key (it signs once caches know it)"
+    )
+    rotate.add_argument(
+        "--now",
+        action="store_true",
+        help="sign with it at once (a leaked key); the edge may answer 401 until it refetches",
+    )
 
 
 def run(
@@ -57,7 +67,7 @@ def run(
         if args.auth_command == "create-admin":
             password = read_password(stdin, stderr)
             return asyncio.run(_create_admin(settings, args, password, stdout, stderr))
-        return asyncio.run(_rotate_keys(settings, stdout))
+        return asyncio.run(_rotate_keys(settings, stdout, immediately=args.now))
     except ConfigurationError as error:
         print(error, file=stderr)
         return 2
@@ -145,12 +155,19 @@ async def _create_admin(
     return 0
 
 
-async def _rotate_keys(settings: Settings, stdout: TextIO) -> int:
+async def _rotate_keys(settings: Settings, stdout: TextIO, *, immediately: bool) -> int:
     app, infrastructure = await _with_app(settings)
     try:
-        kid = await app.rotate_keys()
+        key = await app.rotate_keys(immediately=immediately)
     finally:
         await app.stop()
         await infrastructure.close()
-    print(f"signing with key {kid}; the previous key stays published", file=stdout)
+    if immediately:
+        print(f"signing with key {key.kid} now; the previous key stays published", file=stdout)
+    else:
+        print(
+            f"published key {key.kid}; signing with it from {key.activates_at.isoformat()}; "
+            "the previous key signs until then and stays published after",
+            file=stdout,
+        )
     return 0

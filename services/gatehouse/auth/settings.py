@@ -78,6 +78,14 @@ class AuthSettings(BaseSettings):
     signing_key_rotation: timedelta = Field(
         default=timedelta(days=30), description="Age at which a new signing key takes over."
     )
+    signing_key_prepublish: timedelta = Field(
+        default=timedelta(minutes=6),
+        description=(
+            "How long a rotated-in key is published before it signs. Longer than the edge's "
+            "JWKS cache (300 s) plus a refresh interval, so Envoy knows a key before any token "
+            "carries it."
+        ),
+    )
     key_refresh_interval: timedelta = Field(
         default=timedelta(seconds=30),
         description="How often a replica rereads the key ring (rotation by another replica).",

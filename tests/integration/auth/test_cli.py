@@ -90,13 +90,20 @@ def test_create_admin_reads_the_password_from_stdin(cli_settings: Settings) -> N
     assert "no password" in err
 
 
-def test_rotate_keys_makes_a_new_current_key_and_keeps_the_old(cli_settings: Settings) -> None:
+def test_rotate_keys_publishes_the_next_key_before_it_signs(cli_settings: Settings) -> None:
     code, out, err = _run(
         cli_settings, "auth", "create-admin", "--email", unique_email(), stdin=PASSWORD
     )
     assert code == 0, err
     code, rotated, err = _run(cli_settings, "auth", "rotate-keys")
     assert code == 0, err
-    assert "signing with key" in rotated
+    assert rotated.startswith("published key ")
+    assert "signing with it from " in rotated
     _, _, keys = asyncio.run(_inspect(cli_settings, out.split()[1]))
     assert keys == 2
+    code, rotated, err = _run(cli_settings, "auth", "rotate-keys", "--now")
+    assert code == 0, err
+    assert rotated.startswith("signing with key ")
+    assert " now;" in rotated
+    _, _, keys = asyncio.run(_inspect(cli_settings, out.split()[1]))
+    assert keys == 3

@@ -49,7 +49,7 @@ async def test_rotation_keeps_old_tokens_valid_and_signs_new_ones_with_the_new_k
 ) -> None:
     user, before = await auth.signed_in()
     old_kid = jwt.get_unverified_header(before.access_token)["kid"]
-    new_kid = await auth.app.rotate_keys()
+    new_kid = (await auth.app.rotate_keys(immediately=True)).kid
     assert new_kid != old_kid
 
     jwks = await auth.stub().GetJwks(auth_pb2.GetJwksRequest())
@@ -67,6 +67,51 @@ async def test_rotation_keeps_old_tokens_valid_and_signs_new_ones_with_the_new_k
         )
     ).tokens
     assert jwt.get_unverified_header(refreshed.access_token)["kid"] == new_kid
+
+
+async def test_a_rotation_publishes_the_next_key_before_any_token_carries_it(
+    auth: AuthHarness,
+) -> None:
+    user, before = await auth.signed_in()
+    old_kid = jwt.get_unverified_header(before.access_token)["kid"]
+    upcoming = await auth.app.rotate_keys()
+    prepublish = auth.app.settings.signing_key_prepublish
+    assert upcoming.activates_at == auth.clock() + prepublish
+    # Published at once (in the store every service reads, and over GetJwks for Envoy)...
+    jwks = await auth.stub().GetJwks(auth_pb2.GetJwksRequest())
+    assert [k.kid for k in jwks.keys] == [old_kid, upcoming.kid]
+    published = await auth.kv.get(JWKS_KEY)
+    assert published is not None
+    assert [k["kid"] for k in json.loads(published)["keys"]] == [old_kid, upcoming.kid]
+    # ...while tokens are still signed with the old key until every cache has seen it.
+    during = (await auth.login(user.email)).tokens
+    assert jwt.get_unverified_header(during.access_token)["kid"] == old_kid
+    auth.clock.advance(prepublish)
+    after = (await auth.login(user.email)).tokens
+    assert jwt.get_unverified_header(after.access_token)["kid"] == upcoming.kid
+
+
+async def test_a_due_key_is_succeeded_by_a_prepublished_one_exactly_once(
+    settings: Settings, certs_dir: Path, database_url: str
+) -> None:
+    rotation = dt.timedelta(days=30)
+    quick = fast_auth_settings(signing_key_rotation=rotation)
+    async with running_auth(settings, certs_dir, database_url, auth_settings=quick) as auth:
+        (first,) = (await auth.stub().GetJwks(auth_pb2.GetJwksRequest())).keys
+        auth.clock.advance(rotation)
+        # Every replica's refresher may find the key due; the first adds a successor, the
+        # others see it published and add none.
+        for _ in range(3):
+            await auth.app.refresh_keys()
+        keys = (await auth.stub().GetJwks(auth_pb2.GetJwksRequest())).keys
+        assert len(keys) == 2
+        assert keys[0].kid == first.kid
+        assert auth.app.key_ring.current_kid == first.kid
+        auth.clock.advance(quick.signing_key_prepublish)
+        await auth.app.refresh_keys()
+        keys = (await auth.stub().GetJwks(auth_pb2.GetJwksRequest())).keys
+        assert [k.kid for k in keys] == [auth.app.key_ring.current_kid, first.kid]
+        assert keys[0].kid != first.kid
 
 
 async def test_the_signing_key_survives_a_restart(

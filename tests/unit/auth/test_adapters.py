@@ -222,6 +222,28 @@ def test_rotation_keeps_the_previous_key_published_for_a_token_lifetime(
     assert rejected.value.reason is InactiveReason.UNKNOWN_KEY
 
 
+def test_a_prepublished_key_is_published_first_and_signs_from_its_activation(
+    box: KeyedSecretBox,
+) -> None:
+    clock = TestClock()
+    old = new_signing_key(box, clock())
+    activation = clock() + dt.timedelta(minutes=6)
+    upcoming = dataclasses.replace(new_signing_key(box, clock()), activates_at=activation)
+    ending = dataclasses.replace(old, superseded_at=activation)
+    ring = _ring(box, clock)
+    assert ring.load([ending, upcoming]) is True
+    # Verifiers caching the JWKS learn the new key now; tokens still carry the old one.
+    assert [key["kid"] for key in ring.public_keys()] == [old.kid, upcoming.kid]
+    assert jwt.get_unverified_header(ring.sign(_claims(clock)))["kid"] == old.kid
+    clock.advance(dt.timedelta(minutes=6))
+    # The switch needs no reload: the ring asks the clock at each signature.
+    assert ring.current_kid == upcoming.kid
+    assert jwt.get_unverified_header(ring.sign(_claims(clock)))["kid"] == upcoming.kid
+    # A reload puts the new current key first (what GetJwks promises); the old one stays.
+    assert ring.load([ending, upcoming]) is True
+    assert [key["kid"] for key in ring.public_keys()] == [upcoming.kid, old.kid]
+
+
 def _lockout(clock: TestClock, kv: InMemoryKeyValueStore) -> KeyValueLockout:
     def policy(max_failures: int) -> LockoutPolicy:
         return LockoutPolicy(

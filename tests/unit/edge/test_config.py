@@ -202,3 +202,14 @@ def test_committed_reference_is_current() -> None:
         "envoy/edge.reference.yaml is stale: run "
         "`.venv/bin/gatehouse edge config --reference > envoy/edge.reference.yaml`"
     )
+
+
+def test_auth_publishes_a_rotated_key_for_longer_than_the_edge_caches_the_jwks() -> None:
+    # Otherwise tokens signed with a new key get 401 at the edge until its cache expires.
+    from gatehouse.auth.settings import AuthSettings  # noqa: PLC0415
+
+    provider = connection_manager(config())["http_filters"]
+    jwt_filter = next(f for f in provider if f["name"] == "envoy.filters.http.jwt_authn")
+    cache = jwt_filter["typed_config"]["providers"]["gatehouse"]["remote_jwks"]["cache_duration"]
+    defaults = AuthSettings.model_construct()
+    assert defaults.signing_key_prepublish.total_seconds() > float(cache.removesuffix("s"))

@@ -171,4 +171,5 @@ class SigningKeyRow(AuthBase):
     public_jwk: Mapped[str] = mapped_column(Text)
     sealed_private_key: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    activates_at: Mapped[datetime] = mapped_column(UtcDateTime())
     superseded_at: Mapped[datetime | None] = mapped_column(UtcDateTime())

@@ -706,6 +706,7 @@ class SqlAlchemySigningKeyRepository:
                 public_jwk=json.loads(row.public_jwk),
                 sealed_private_key=row.sealed_private_key,
                 created_at=row.created_at,
+                activates_at=row.activates_at,
                 superseded_at=row.superseded_at,
             )
             for row in rows.scalars()
@@ -719,15 +720,19 @@ class SqlAlchemySigningKeyRepository:
                 public_jwk=json.dumps(dict(key.public_jwk), sort_keys=True),
                 sealed_private_key=key.sealed_private_key,
                 created_at=key.created_at,
+                activates_at=key.activates_at,
                 superseded_at=key.superseded_at,
             )
         )
         await self._session.flush()
 
-    async def supersede_all_but(self, kid: str, now: datetime) -> None:
+    async def supersede_all_but(self, kid: str, at: datetime) -> None:
         await self._session.execute(
             update(SigningKeyRow)
-            .where(SigningKeyRow.kid != kid, SigningKeyRow.superseded_at.is_(None))
-            .values(superseded_at=now)
+            .where(
+                SigningKeyRow.kid != kid,
+                or_(SigningKeyRow.superseded_at.is_(None), SigningKeyRow.superseded_at > at),
+            )
+            .values(superseded_at=at)
             .execution_options(synchronize_session=False)
         )

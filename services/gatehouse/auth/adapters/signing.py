@@ -56,21 +56,27 @@ def new_signing_key(box: SecretBox, now: datetime) -> StoredSigningKey:
         # The kid as associated data: a sealed key copied onto another row does not open.
         sealed_private_key=box.seal(_SEAL_PURPOSE, raw, jwk["kid"].encode()),
         created_at=now,
+        activates_at=now,
     )
 
 
 @dataclass(frozen=True, slots=True)
 class _LoadedKey:
-    kid: str
-    jwk: Mapping[str, str]
+    stored: StoredSigningKey
     public: Ed25519PublicKey
+
+    @property
+    def kid(self) -> str:
+        return self.stored.kid
 
 
 class SigningKeyRing:
     """`KeyRing`: signs with the current key, verifies with every published one.
 
-    Published are the current key and those superseded less than `publish_window` ago (the
-    longest access-token lifetime plus skew), so a rotation invalidates no token.
+    Published are the keys not yet signing (a prepublished successor), the current one, and
+    those superseded less than `publish_window` ago (the longest access-token lifetime plus
+    skew), so a rotation invalidates no token. Which key signs is decided at each signature
+    from the clock, so a prepublished key takes over on time without waiting for a reload.
     """
 
     def __init__(
@@ -87,51 +93,64 @@ class SigningKeyRing:
         self._audience = audience
         self._publish_window = publish_window
         self._clock = clock
-        self._current_kid: str | None = None
-        self._signing_key: Ed25519PrivateKey | None = None
         self._published: dict[str, _LoadedKey] = {}
+        # Private halves of the keys that sign now or will, opened once each.
+        self._private: dict[str, Ed25519PrivateKey] = {}
 
     @property
     def current_kid(self) -> str | None:
-        return self._current_kid
+        current = current_signing_key(
+            [key.stored for key in self._published.values()], self._clock()
+        )
+        return None if current is None else current.kid
 
     def load(self, keys: Sequence[StoredSigningKey]) -> bool:
-        """Adopt the stored keys; whether what is published changed."""
-        current = current_signing_key(keys)
+        """Adopt the stored keys; whether what is published (or its order) changed."""
+        now = self._clock()
+        current = current_signing_key(keys, now)
         if current is None:
             raise RuntimeError("no signing key: ensure_signing_key must run first")
-        now = self._clock()
         published: dict[str, _LoadedKey] = {}
-        for key in sorted(keys, key=lambda k: (k.created_at, k.kid), reverse=True):
-            live = key is current or (
-                key.superseded_at is not None and now - key.superseded_at < self._publish_window
+        # Current first (GetJwks promises that order), then the newest first.
+        ordered = sorted(keys, key=lambda k: (k.activates_at, k.created_at, k.kid), reverse=True)
+        for key in [current, *(key for key in ordered if key is not current)]:
+            retired = (
+                key.superseded_at is not None and now - key.superseded_at >= self._publish_window
             )
-            if live and key.algorithm == ALGORITHM:
-                public = Ed25519PublicKey.from_public_bytes(
-                    base64.urlsafe_b64decode(str(key.public_jwk["x"]) + "==")
-                )
-                published[key.kid] = _LoadedKey(key.kid, dict(key.public_jwk), public)
-        changed = list(published) != list(self._published) or current.kid != self._current_kid
-        if current.kid != self._current_kid:
-            raw = self._box.open(_SEAL_PURPOSE, current.sealed_private_key, current.kid.encode())
-            self._signing_key = Ed25519PrivateKey.from_private_bytes(raw)
-        self._current_kid = current.kid
-        # Current first (GetJwks promises that order).
-        self._published = {current.kid: published.pop(current.kid), **published}
+            if retired or key.algorithm != ALGORITHM:
+                continue
+            public = Ed25519PublicKey.from_public_bytes(
+                base64.urlsafe_b64decode(str(key.public_jwk["x"]) + "==")
+            )
+            published[key.kid] = _LoadedKey(key, public)
+        private: dict[str, Ed25519PrivateKey] = {}
+        for loaded in published.values():
+            stored = loaded.stored
+            if stored.superseded_at is not None and stored.superseded_at <= now:
+                continue  # signs no more
+            opened = self._private.get(stored.kid)
+            if opened is None:
+                raw = self._box.open(_SEAL_PURPOSE, stored.sealed_private_key, stored.kid.encode())
+                opened = Ed25519PrivateKey.from_private_bytes(raw)
+            private[stored.kid] = opened
+        changed = list(published) != list(self._published)
+        self._published, self._private = published, private
         return changed
 
     def sign(self, claims: Mapping[str, Any]) -> str:
-        if self._signing_key is None or self._current_kid is None:
+        kid = self.current_kid
+        signing_key = self._private.get(kid) if kid is not None else None
+        if kid is None or signing_key is None:
             raise RuntimeError("the key ring is not loaded")
         return jwt.encode(
-            dict(claims),
-            self._signing_key,
-            algorithm=ALGORITHM,
-            headers={"kid": self._current_kid, "typ": "JWT"},
+            dict(claims), signing_key, algorithm=ALGORITHM, headers={"kid": kid, "typ": "JWT"}
         )
 
     def public_keys(self) -> list[dict[str, str]]:
-        return [dict(key.jwk) for key in self._published.values()]
+        return [
+            {k: str(v) for k, v in key.stored.public_jwk.items()}
+            for key in self._published.values()
+        ]
 
     def jwks_document(self) -> bytes:
         return json.dumps({"keys": self.public_keys()}, separators=(",", ":")).encode()

@@ -160,8 +160,9 @@ class StoredSigningKey:
     algorithm: str
     public_jwk: Mapping[str, Any]
     sealed_private_key: bytes
-    created_at: datetime
-    superseded_at: datetime | None = None
+    created_at: datetime  # published from then on
+    activates_at: datetime  # signs from then on (later than created_at when prepublished)
+    superseded_at: datetime | None = None  # signs until then
 
 
 class SigningKeyRepository(Protocol):
@@ -169,7 +170,8 @@ class SigningKeyRepository(Protocol):
 
     async def add(self, key: StoredSigningKey) -> None: ...
 
-    async def supersede_all_but(self, kid: str, now: datetime) -> None: ...
+    async def supersede_all_but(self, kid: str, at: datetime) -> None:
+        """Every other key stops signing at `at`, or earlier if it already would."""
 
 
 class AuthUnitOfWork(Protocol):
