@@ -19,12 +19,6 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gatehouse.auth.adapters.catalogue import permission_catalogue
-from gatehouse.auth.adapters.crypto import (
-    KeyedSecretBox,
-    SealedValueError,
-    decode_kek,
-    load_or_create_kek_file,
-)
 from gatehouse.auth.adapters.hashing import Argon2Hasher, Argon2Parameters
 from gatehouse.auth.adapters.lockout import (
     GuardedRevocations,
@@ -50,6 +44,7 @@ from gatehouse.runtime.config import ConfigurationError
 from gatehouse.runtime.consumers import Consumer, ConsumerRunner
 from gatehouse.runtime.errors import AlreadyExists, DomainError, PermissionDenied
 from gatehouse.runtime.identity import JWKS_KEY, Caller, KeyValueRevocationList
+from gatehouse.runtime.secrets import KeyedSecretBox, SealedValueError, resolve_secret_key
 from gatehouse.runtime.server import ServiceDefinition
 from gatehouse.runtime.service_context import ServiceContext, ServiceDatabase
 
@@ -65,11 +60,12 @@ def utc_now() -> datetime:
 def resolve_kek(settings: AuthSettings, home: Path) -> bytes:
     """The key-encryption key: from the setting, from the configured file, or from
     `<home>/keys/auth.kek`, created (0600) on first start in embedded mode."""
-    if settings.key_encryption_key is not None:
-        return decode_kek(settings.key_encryption_key.get_secret_value())
-    if settings.key_encryption_key_file is not None:
-        return load_or_create_kek_file(settings.key_encryption_key_file, create=False)
-    return load_or_create_kek_file(home / "keys" / "auth.kek", create=True)
+    return resolve_secret_key(
+        value=settings.key_encryption_key,
+        file=settings.key_encryption_key_file,
+        default_file=home / "keys" / "auth.kek",
+        what="the auth key-encryption key",
+    )
 
 
 class AuthApp:

@@ -21,7 +21,6 @@ from opentelemetry import metrics
 from gatehouse.monitoring.adapters.feed import BusFeedHeads, feed_consumer
 from gatehouse.monitoring.adapters.heartbeats import HeartbeatBuffer
 from gatehouse.monitoring.adapters.orm import MONITORING_VERSIONS_DIR
-from gatehouse.monitoring.adapters.secrets import KeySealer, decode_key, load_or_create_key_file
 from gatehouse.monitoring.adapters.sessions import SessionHub
 from gatehouse.monitoring.adapters.unit_of_work import SqlAlchemyMonitoringUnitOfWork
 from gatehouse.monitoring.domain.sessions import SessionEnd
@@ -36,8 +35,8 @@ from gatehouse.monitoring.handlers.device_session import (
 from gatehouse.monitoring.handlers.feed import FeedItemCache, FeedServices, StreamCounter
 from gatehouse.monitoring.settings import MonitoringSettings, load_monitoring_settings
 from gatehouse.monitoring.v1 import monitoring_pb2, monitoring_pb2_grpc
-from gatehouse.runtime.config import ConfigurationError
 from gatehouse.runtime.consumers import ConsumerRunner, RunnerOptions
+from gatehouse.runtime.secrets import KeyedSecretBox, resolve_secret_key
 from gatehouse.runtime.server import ServiceDefinition
 from gatehouse.runtime.service_context import ServiceContext, ServiceDatabase
 
@@ -161,7 +160,7 @@ class MonitoringApp:
         self._deps = MonitoringDependencies(
             settings=self.settings,
             clock=self.clock,
-            sealer=KeySealer(key),
+            sealer=KeyedSecretBox(key),
             feed=BusFeedHeads(self.context.bus),
         )
         self._session_services = SessionServices(
@@ -195,16 +194,12 @@ class MonitoringApp:
         ]
 
     def _load_key(self) -> bytes:
-        if self.settings.secret_key is not None:
-            return decode_key(self.settings.secret_key.get_secret_value())
-        if self.settings.secret_key_file is not None:
-            return load_or_create_key_file(self.settings.secret_key_file, create=False)
-        try:
-            return load_or_create_key_file(
-                self.context.settings.home / "keys" / "monitoring.key", create=True
-            )
-        except OSError as error:
-            raise ConfigurationError(f"monitoring secret key: {error}") from None
+        return resolve_secret_key(
+            value=self.settings.secret_key,
+            file=self.settings.secret_key_file,
+            default_file=self.context.settings.home / "keys" / "monitoring.key",
+            what="the monitoring secret key",
+        )
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []

@@ -1,4 +1,4 @@
-"""Auth adapters without a server: sealing and keyed hashes, the signing key ring, lockout
+"""Auth adapters without a server: the signing key ring, lockout
 counters on the in-memory key-value store, page tokens, settings."""
 
 from __future__ import annotations
@@ -7,23 +7,13 @@ import base64
 import dataclasses
 import datetime as dt
 import json
-import os
 import secrets
-from pathlib import Path
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gatehouse.auth.adapters.crypto import (
-    KeyedSecretBox,
-    KeyEncryptionKeyError,
-    SealedValueError,
-    decode_kek,
-    load_or_create_kek_file,
-    new_kek_text,
-)
 from gatehouse.auth.adapters.lockout import (
     GuardedRevocations,
     KeyValueLockout,
@@ -38,6 +28,7 @@ from gatehouse.runtime.config import ConfigurationError
 from gatehouse.runtime.errors import InvalidArgument, Unavailable
 from gatehouse.runtime.identity import KeyValueRevocationList
 from gatehouse.runtime.kv import InMemoryKeyValueStore
+from gatehouse.runtime.secrets import KeyedSecretBox, SealedValueError
 from tests.support.auth import TestClock
 
 ISSUER = AUDIENCE = "gatehouse"
@@ -46,51 +37,6 @@ ISSUER = AUDIENCE = "gatehouse"
 @pytest.fixture
 def box() -> KeyedSecretBox:
     return KeyedSecretBox(secrets.token_bytes(32))
-
-
-def test_sealed_values_open_only_with_the_same_key_purpose_and_context(
-    box: KeyedSecretBox,
-) -> None:
-    sealed = box.seal("totp-secret", b"JBSWY3DP", b"user-1")
-    assert b"JBSWY3DP" not in sealed
-    assert box.open("totp-secret", sealed, b"user-1") == b"JBSWY3DP"
-    for purpose, context in (("signing-key", b"user-1"), ("totp-secret", b"user-2")):
-        with pytest.raises(SealedValueError):
-            box.open(purpose, sealed, context)
-    tampered = sealed[:-1] + bytes([sealed[-1] ^ 1])
-    with pytest.raises(SealedValueError):
-        box.open("totp-secret", tampered, b"user-1")
-    with pytest.raises(SealedValueError):
-        KeyedSecretBox(secrets.token_bytes(32)).open("totp-secret", sealed, b"user-1")
-
-
-def test_digests_are_keyed_and_separated_by_purpose(box: KeyedSecretBox) -> None:
-    assert box.digest("recovery-code", "abcd") == box.digest("recovery-code", "abcd")
-    assert box.digest("recovery-code", "abcd") != box.digest("reset-token", "abcd")
-    other = KeyedSecretBox(secrets.token_bytes(32))
-    assert box.digest("recovery-code", "abcd") != other.digest("recovery-code", "abcd")
-
-
-def test_kek_text_round_trips_and_bad_ones_are_named(tmp_path: Path) -> None:
-    text = new_kek_text()
-    assert len(decode_kek(text)) == 32
-    with pytest.raises(KeyEncryptionKeyError, match="32 bytes"):
-        decode_kek(base64.urlsafe_b64encode(b"short").decode())
-    with pytest.raises(KeyEncryptionKeyError, match="base64"):
-        decode_kek("not base64 !!")
-
-
-def test_kek_file_is_created_private_and_reused(tmp_path: Path) -> None:
-    path = tmp_path / "keys" / "auth.kek"
-    with pytest.raises(KeyEncryptionKeyError, match="does not exist"):
-        load_or_create_kek_file(path, create=False)
-    first = load_or_create_kek_file(path, create=True)
-    assert path.stat().st_mode & 0o777 == 0o600
-    assert path.parent.stat().st_mode & 0o777 == 0o700
-    assert load_or_create_kek_file(path, create=True) == first
-    os.chmod(path, 0o644)
-    with pytest.raises(KeyEncryptionKeyError, match="readable by others"):
-        load_or_create_kek_file(path, create=False)
 
 
 def _ring(box: KeyedSecretBox, clock: TestClock) -> SigningKeyRing:

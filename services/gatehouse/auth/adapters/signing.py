@@ -1,7 +1,7 @@
 """Ed25519 (EdDSA) signing keys: generation, sealing at rest, the in-memory key ring, JWKS.
 
 Keys live in the auth database (table `auth_signing_keys`) so every replica and every restart
-signs with the same key; the private half is sealed with the KEK (`crypto.KeyedSecretBox`),
+signs with the same key; the private half is sealed with the KEK (`gatehouse.runtime.secrets`),
 so a database dump alone yields no signing key. The `kid` is the RFC 7638 thumbprint of the
 public key: stable, unique, and checkable by anyone holding the JWKS.
 """

@@ -172,13 +172,13 @@ class PageTokens:
             separators=(",", ":"),
         ).encode()
         encoded = base64.urlsafe_b64encode(body).decode().rstrip("=")
-        return f"{encoded}.{self._sealer.mac(f'page:{self._kind}', encoded.encode())[:32]}"
+        return f"{encoded}.{self._sealer.digest(f'page:{self._kind}', encoded)[:32]}"
 
     def read(self, token: str, filters: str, now: datetime) -> list[str] | None:
         if not token:
             return None
         encoded, _, mac = token.partition(".")
-        expected = self._sealer.mac(f"page:{self._kind}", encoded.encode())[:32]
+        expected = self._sealer.digest(f"page:{self._kind}", encoded)[:32]
         if not hmac.compare_digest(mac, expected):
             raise invalid_page_token("is malformed")
         try:
