@@ -6,10 +6,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from opentelemetry import metrics, trace
+
 from gatehouse.edge.process import EdgeProcess, EdgeStartError
 from gatehouse.mesh.runner import Mesh, run_until_signalled
 from gatehouse.runtime.config import ServiceName, Settings
-from gatehouse.runtime.telemetry import create_tracer_provider
+from gatehouse.runtime.telemetry import tracer_provider_from_settings
 
 
 async def serve(
@@ -19,12 +21,13 @@ async def serve(
     process_name: str,
     with_edge: bool = False,
 ) -> int:
-    mesh = Mesh(
-        settings,
-        services,
-        tracer_provider=create_tracer_provider(process_name),
-        process_name=process_name,
-    )
+    tracer_provider = tracer_provider_from_settings(settings, process_name)
+    mesh = Mesh(settings, services, tracer_provider=tracer_provider, process_name=process_name)
+    # The process's OpenTelemetry SDK, set once here at the entrypoint: code that asks the API
+    # for a tracer or meter (event consumers, service metrics) reports through it.
+    trace.set_tracer_provider(tracer_provider)
+    if mesh.metrics is not None:
+        metrics.set_meter_provider(mesh.metrics.meter_provider)
 
     def announce(ports: dict[ServiceName, int]) -> None:
         for name, port in ports.items():
@@ -44,3 +47,6 @@ async def serve(
     except EdgeStartError as error:
         print(error, file=sys.stderr)
         return 1
+    finally:
+        # Spans still batched in memory are exported before the process ends.
+        tracer_provider.shutdown()

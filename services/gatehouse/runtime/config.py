@@ -74,6 +74,26 @@ class Settings(BaseSettings):
     jwt_audience: str = Field(default="gatehouse", description="`aud` of access tokens.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description=(
+            "OpenTelemetry collector (OTLP/gRPC) that receives traces: `http://host:4317` "
+            "(plaintext, inside a private network) or `https://host:4317` (TLS, verified "
+            "against `otlp_ca_file` or the system roots). Unset: spans are not exported."
+        ),
+    )
+    otlp_ca_file: Path | None = Field(
+        default=None, description="CA bundle that verifies an https:// OTLP endpoint."
+    )
+    trace_sample_ratio: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Share of new traces recorded. Parent-based: a call that arrives traced keeps "
+            "its caller's decision, so a trace is never cut in half."
+        ),
+    )
 
     # The Envoy edge (gatehouse.edge, envoy/README.md). `gatehouse up` runs it; `serve` never.
     edge_enabled: bool = Field(default=True, description="`gatehouse up` starts Envoy too.")

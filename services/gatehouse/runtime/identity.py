@@ -17,7 +17,7 @@ import contextvars
 import datetime as dt
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -78,6 +78,32 @@ _current: contextvars.ContextVar[Caller] = contextvars.ContextVar(
 
 def current_caller() -> Caller:
     return _current.get()
+
+
+# Set by an outer interceptor (the RPC log line) that wants to know who called once the inner
+# ones have decided it; their context variables are gone by the time its own code runs again.
+_observed: contextvars.ContextVar[list[Caller] | None] = contextvars.ContextVar(
+    "gatehouse_observed_caller", default=None
+)
+
+
+@contextlib.contextmanager
+def observing_caller() -> Iterator[list[Caller]]:
+    """Collects the callers the authentication interceptor settles on inside this block
+    (the last one is the final word: the peer first, then the verified token)."""
+    seen: list[Caller] = []
+    reset_token = _observed.set(seen)
+    try:
+        yield seen
+    finally:
+        with contextlib.suppress(ValueError):
+            _observed.reset(reset_token)
+
+
+def _observe(caller: Caller) -> None:
+    seen = _observed.get()
+    if seen is not None:
+        seen.append(caller)
 
 
 class TokenVerifier(Protocol):
@@ -253,6 +279,8 @@ class AuthenticationInterceptor(ScopedInterceptor):
     ) -> AsyncIterator[None]:
         metadata = _metadata(context)
         peer = peer_spiffe_id(context)
+        address = _client_address(peer, metadata, context)
+        _observe(Caller(peer_spiffe_id=peer, client_address=address))
         claims = None
         authorization = metadata.get(AUTHORIZATION_HEADER)
         if authorization is not None:
@@ -265,9 +293,10 @@ class AuthenticationInterceptor(ScopedInterceptor):
         caller = Caller(
             peer_spiffe_id=peer,
             claims=claims,
-            client_address=_client_address(peer, metadata, context),
+            client_address=address,
             device_token=metadata.get(DEVICE_TOKEN_HEADER),
         )
+        _observe(caller)
         reset_token = _current.set(caller)
         try:
             yield

@@ -13,10 +13,15 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from gatehouse.runtime.config import ConfigurationError, Settings
+from gatehouse.runtime.identity import Caller, observing_caller
 from gatehouse.runtime.interception import ScopedInterceptor, split_method
 from gatehouse.runtime.metrics import RpcMetrics
 
@@ -24,13 +29,45 @@ log = logging.getLogger("gatehouse.rpc")
 
 
 def create_tracer_provider(
-    service_name: str, processors: tuple[SpanProcessor, ...] = ()
+    service_name: str, processors: tuple[SpanProcessor, ...] = (), *, sample_ratio: float = 1.0
 ) -> TracerProvider:
-    """One provider per process; exporters are processors the composition root passes in."""
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    """One provider per process; exporters are processors the composition root passes in.
+
+    Sampling is parent-based: a call that arrives with a sampled `traceparent` (from Envoy or
+    another service) is recorded whatever the ratio, so a trace is whole or absent."""
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service_name}),
+        sampler=ParentBased(TraceIdRatioBased(sample_ratio)),
+    )
     for processor in processors:
         provider.add_span_processor(processor)
     return provider
+
+
+def tracer_provider_from_settings(settings: Settings, service_name: str) -> TracerProvider:
+    """The process's provider: exporting over OTLP/gRPC in batches when an endpoint is set."""
+    processors: tuple[SpanProcessor, ...] = ()
+    if settings.otlp_endpoint:
+        processors = (BatchSpanProcessor(otlp_exporter(settings)),)
+    return create_tracer_provider(
+        service_name, processors, sample_ratio=settings.trace_sample_ratio
+    )
+
+
+def otlp_exporter(settings: Settings) -> SpanExporter:
+    endpoint = settings.otlp_endpoint or ""
+    scheme, _, address = endpoint.partition("://")
+    if scheme not in ("http", "https") or not address:
+        raise ConfigurationError(
+            "GATEHOUSE_OTLP_ENDPOINT must be http://host:port or https://host:port, "
+            f"got {endpoint!r}"
+        )
+    if scheme == "http":
+        return OTLPSpanExporter(endpoint=address, insecure=True)
+    roots = settings.otlp_ca_file.read_bytes() if settings.otlp_ca_file else None
+    return OTLPSpanExporter(
+        endpoint=address, credentials=grpc.ssl_channel_credentials(root_certificates=roots)
+    )
 
 
 class TracingInterceptor(ScopedInterceptor):
@@ -70,13 +107,16 @@ class TracingInterceptor(ScopedInterceptor):
             metrics.active_streams.add(1, {"rpc.service": service})
         attach_token = otel_context.attach(parent)
         try:
-            with self._tracer.start_as_current_span(
-                method.lstrip("/"),
-                kind=SpanKind.SERVER,
-                attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
-                record_exception=False,
-                set_status_on_exception=False,
-            ) as span:
+            with (
+                observing_caller() as callers,
+                self._tracer.start_as_current_span(
+                    method.lstrip("/"),
+                    kind=SpanKind.SERVER,
+                    attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+                    record_exception=False,
+                    set_status_on_exception=False,
+                ) as span,
+            ):
                 try:
                     yield
                 finally:
@@ -103,10 +143,23 @@ class TracingInterceptor(ScopedInterceptor):
                             "rpc_method": method,
                             "grpc_code": code.name,
                             "duration_ms": round(elapsed_ms, 3),
+                            **_caller_fields(callers[-1] if callers else None),
                         },
                     )
         finally:
             otel_context.detach(attach_token)
+
+
+def _caller_fields(caller: Caller | None) -> dict[str, str]:
+    """Who called, for the RPC log line: names and addresses, never a credential."""
+    if caller is None:
+        return {}
+    fields = {
+        "caller_user": caller.user,
+        "caller_peer": caller.peer_spiffe_id,
+        "client_address": caller.client_address,
+    }
+    return {key: value for key, value in fields.items() if value}
 
 
 # Outcomes that are the caller's business, not a server fault worth an error span.
