@@ -40,9 +40,9 @@ What a handler can rely on:
   dead-letter, so the events can be replayed once the consumer is upgraded). A payload of
   the wrong message type, an event without an id, or an entry that is not an `Event` at all
   is always dead-lettered.
-- *Tracing.* Each event is handled in a new root span (kind CONSUMER) *linked* to the
-  producer's span from the envelope's `traceparent`/`tracestate`: a consumer's work is
-  caused by, not part of, the producer's request.
+- *Tracing.* Each event is handled in a span (kind CONSUMER) that is a child of, and links to,
+  the producer's span from the envelope's `traceparent`/`tracestate`: one trace follows a
+  request from the edge across the bus into every consumer (decision 0005).
 
 The runner: one task per stream, reading batches of `batch_size` (100) with a blocking
 XREADGROUP, handling them one by one in order. Every `claim_interval` it also claims pending
@@ -73,7 +73,6 @@ from enum import Enum, StrEnum
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 from google.protobuf.message import Message
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from sqlalchemy import CursorResult, String, delete, insert, select
@@ -82,6 +81,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gatehouse.events.v1.envelope_pb2 import Event
+from gatehouse.runtime.backbone_metrics import ConsumerMetrics
 from gatehouse.runtime.bus import (
     FROM_OLDEST,
     DeadLetterInfo,
@@ -96,7 +96,12 @@ from gatehouse.runtime.db import (
     UtcDateTime,
     translate_integrity_errors,
 )
-from gatehouse.runtime.events import check_event_type, producer_link, stream_for
+from gatehouse.runtime.events import (
+    check_event_type,
+    extract_trace_context,
+    producer_link,
+    stream_for,
+)
 
 log = logging.getLogger("gatehouse.events")
 
@@ -400,9 +405,11 @@ class ConsumerRunner(Generic[U]):
         tracer_provider: trace.TracerProvider | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], datetime] | None = None,
+        metrics: ConsumerMetrics | None = None,
     ) -> None:
         if not consumer.streams:
             raise ValueError(f"consumer {consumer.name!r} handles no event types")
+        self._metrics = metrics or ConsumerMetrics(consumer.name)
         self._bus = bus
         self._consumer = consumer
         self._options = options or RunnerOptions()
@@ -602,9 +609,8 @@ class ConsumerRunner(Generic[U]):
         }
         with self._tracer.start_as_current_span(
             f"process {event.type}",
-            # A root of its own: the consumer's work is linked to, not part of, the request
-            # that produced the event (which may have ended long ago).
-            context=otel_context.Context(),
+            # Part of the producing request's trace (a new root when the envelope has none).
+            context=extract_trace_context(event),
             kind=SpanKind.CONSUMER,
             links=[link] if (link := producer_link(event)) is not None else [],
             attributes=attributes,
@@ -684,9 +690,13 @@ class ConsumerRunner(Generic[U]):
                 if attempt < policy.max_attempts:
                     await asyncio.sleep(policy.backoff(attempt, self._rng).total_seconds())
                 continue
-            if outcome is _Outcome.DUPLICATE:
+            if outcome is _Outcome.DONE:
+                lag = self._now() - event.time.ToDatetime(tzinfo=UTC)
+                self._metrics.finished(stream, "handled", lag.total_seconds())
+            elif outcome is _Outcome.DUPLICATE:
                 span.set_attribute("gatehouse.event.duplicate", True)
                 log.debug("consumer %s: %s already processed", self.name, event.id)
+                self._metrics.finished(stream, "duplicate", None)
             elif outcome is _Outcome.TOO_MANY_DELIVERIES:
                 await self._dead_letter(
                     stream,
@@ -735,6 +745,7 @@ class ConsumerRunner(Generic[U]):
         if rule is UnreadableRule.SKIP:
             span.set_attribute("gatehouse.event.skipped", reason.value)
             log.info("consumer %s: skipping %s: %s", self.name, delivery.position, description)
+            self._metrics.finished(stream, "skipped", None)
             return
         await self._dead_letter(stream, delivery, reason, description, 0, span)
 
@@ -758,6 +769,8 @@ class ConsumerRunner(Generic[U]):
             time=self._now(),
         )
         dead_position = await self._bus.dead_letter(delivery.event, info)
+        self._metrics.finished(stream, "dead_lettered", None)
+        self._metrics.dead_lettered(stream, reason.value)
         if span is not None:
             span.set_status(Status(StatusCode.ERROR, reason.value))
         log.error(

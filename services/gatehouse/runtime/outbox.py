@@ -73,6 +73,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gatehouse.events.v1.envelope_pb2 import Event
+from gatehouse.runtime.backbone_metrics import OutboxBacklog, OutboxMetrics
 from gatehouse.runtime.bus import EventBus
 from gatehouse.runtime.db import (
     _SQLITE_BEGIN_OPTION,
@@ -463,11 +464,19 @@ class RelayOptions:
     leadership_retry: timedelta = timedelta(seconds=1)
     # How long `stop()` lets the current round finish before cancelling it.
     stop_timeout: timedelta = timedelta(seconds=5)
+    # How often the leader counts the unpublished rows for the backlog metrics.
+    measure_interval: timedelta = timedelta(seconds=15)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.purge_batch_size < 1:
             raise ValueError("batch sizes must be >= 1")
-        for name in ("poll_interval", "backoff_base", "purge_interval", "leadership_retry"):
+        for name in (
+            "poll_interval",
+            "backoff_base",
+            "purge_interval",
+            "leadership_retry",
+            "measure_interval",
+        ):
             if getattr(self, name) <= timedelta(0):
                 raise ValueError(f"{name} must be positive")
         if self.backoff_cap < self.backoff_base:
@@ -509,8 +518,10 @@ class OutboxRelay:
         lease: RelayLease | None = None,
         clock: Callable[[], datetime] = _utc_now,
         jitter: Callable[[], float] = random.random,
+        metrics: OutboxMetrics | None = None,
     ) -> None:
         self._database = database
+        self._metrics = metrics
         self._bus = bus
         self._options = options or RelayOptions()
         self._lease = lease if lease is not None else lease_for(database)
@@ -610,6 +621,8 @@ class OutboxRelay:
                 self._failed(error, "outbox relay leader loop failed; starting over")
             finally:
                 self._leader = False
+                if self._metrics is not None:
+                    self._metrics.backlog.measured = False
                 await self._lease.release()
             # Leadership lost (or the loop failed): give another replica the first chance
             # instead of flapping between two.
@@ -617,12 +630,15 @@ class OutboxRelay:
 
     async def _lead(self) -> None:
         loop = asyncio.get_running_loop()
-        next_purge = loop.time()
+        next_purge = next_measure = loop.time()
         while not self._stopping.is_set():
             if not await self._lease.still_held():
                 return
             more_work = False
             try:
+                if self._metrics is not None and loop.time() >= next_measure:
+                    await self._measure_backlog(self._metrics.backlog)
+                    next_measure = loop.time() + self._options.measure_interval.total_seconds()
                 # Before publishing, so a bus outage does not also stop the sweep.
                 if loop.time() >= next_purge:
                     more_work = await self._purge()
@@ -665,6 +681,20 @@ class OutboxRelay:
         await self._mark_published(published)
         return len(rows) == self._options.batch_size
 
+    async def _measure_backlog(self, backlog: OutboxBacklog) -> None:
+        async with self._read() as connection:
+            result = await connection.execute(
+                select(func.count(), func.min(_columns.created_at)).where(
+                    _columns.published_at.is_(None)
+                )
+            )
+            pending, oldest = result.one()
+        backlog.pending = int(pending)
+        backlog.oldest_age_seconds = (
+            0.0 if oldest is None else max((self._clock() - oldest).total_seconds(), 0.0)
+        )
+        backlog.measured = True
+
     async def _mark_published(self, ids: Sequence[str]) -> None:
         if not ids:
             return
@@ -677,6 +707,8 @@ class OutboxRelay:
                 .values(published_at=self._clock(), attempts=_columns.attempts + 1)
             )
         self._published += len(ids)
+        if self._metrics is not None:
+            self._metrics.published(len(ids))
 
     async def _record_failure(self, row_id: str, error: Exception) -> None:
         try:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gatehouse.runtime.backbone_metrics import OutboxMetrics, observe_pool
 from gatehouse.runtime.bus import EventBus, GroupEventBus
 from gatehouse.runtime.config import ServiceName, Settings
 from gatehouse.runtime.db import Database, migrate
@@ -34,14 +35,22 @@ class ServiceDatabase:
         migrate_on_start: bool = True,
         bus: EventBus | None = None,
         relay_options: RelayOptions | None = None,
+        name: str = "",
     ) -> None:
+        """`name` labels the database's metrics (the service's name)."""
         self.database = Database(url)
         self._url = url
         self._migrations = tuple(migrations)
         self._migrate_on_start = migrate_on_start
         self.relay: OutboxRelay | None = (
-            None if bus is None else OutboxRelay(self.database, bus, relay_options)
+            None
+            if bus is None
+            else OutboxRelay(self.database, bus, relay_options, metrics=OutboxMetrics(name))
         )
+        pool = self.database.engine.sync_engine.pool
+        checked_out = getattr(pool, "checkedout", None)
+        if callable(checked_out):  # SQLite's single-connection pools have no count
+            observe_pool(name, checked_out)
 
     async def start(self) -> None:
         if self._migrate_on_start:
@@ -86,4 +95,5 @@ class ServiceContext:
             migrations=migrations,
             migrate_on_start=self.settings.migrate_on_start,
             bus=self.bus if outbox_relay else None,
+            name=self.name,
         )

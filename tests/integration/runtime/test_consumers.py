@@ -27,6 +27,7 @@ from opentelemetry.trace import SpanKind
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
 
 from gatehouse.events.v1.envelope_pb2 import Event
+from gatehouse.runtime.backbone_metrics import ConsumerMetrics
 from gatehouse.runtime.bus import (
     DeadLetter,
     GroupEventBus,
@@ -49,6 +50,7 @@ from gatehouse.runtime.events import new_event
 from gatehouse.runtime.redis_connection import RedisConnection, RedisOptions
 from tests.contracts.timing import eventually
 from tests.integration.redis_fixtures import redis_prefix, redis_url  # noqa: F401
+from tests.support.metrics import RecordedMetrics
 from tests.support.redis_server import PrivateRedis, private_redis_fixture  # noqa: F401
 
 BUSES = ("memory", pytest.param("redis", marks=pytest.mark.redis))
@@ -228,8 +230,11 @@ async def running(
     consumer: Consumer[EffectsUnitOfWork],
     options: RunnerOptions = FAST,
     tracer_provider: trace.TracerProvider | None = None,
+    metrics: ConsumerMetrics | None = None,
 ) -> AsyncIterator[ConsumerRunner[EffectsUnitOfWork]]:
-    runner = ConsumerRunner(bus, consumer, options=options, tracer_provider=tracer_provider)
+    runner = ConsumerRunner(
+        bus, consumer, options=options, tracer_provider=tracer_provider, metrics=metrics
+    )
     await runner.start()
     try:
         yield runner
@@ -501,7 +506,7 @@ async def test_stop_lets_the_event_in_hand_finish(database: Database, bus: Group
 # --- tracing ------------------------------------------------------------------------------
 
 
-async def test_the_handler_span_is_linked_to_the_producer_span(database: Database) -> None:
+async def test_the_handler_span_continues_the_producers_trace(database: Database) -> None:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -518,15 +523,50 @@ async def test_the_handler_span_is_linked_to_the_producer_span(database: Databas
     assert consumer_span.attributes is not None
     assert consumer_span.attributes["messaging.consumer.group.name"] == GROUP
     assert consumer_span.attributes["messaging.message.id"] == event.id
-    # Linked, not parented: a trace of its own pointing at the producer's span.
+    # A child of the producer's span, in its trace (and linked to it for tools that follow
+    # links).
     [link] = consumer_span.links
-    assert link.context.trace_id == producer_context.trace_id
     assert link.context.span_id == producer_context.span_id
-    assert consumer_span.parent is None
+    assert consumer_span.parent is not None
+    assert consumer_span.parent.span_id == producer_context.span_id
     assert consumer_span.context is not None
-    assert consumer_span.context.trace_id != producer_context.trace_id
+    assert consumer_span.context.trace_id == producer_context.trace_id
     # The handler ran inside that span (its logs and child spans carry its ids).
     assert calls.spans == [consumer_span.context]
+
+
+# --- metrics ------------------------------------------------------------------------------
+
+
+async def test_outcomes_lag_and_dead_letters_are_counted(
+    database: Database, bus: GroupEventBus
+) -> None:
+    recorded = RecordedMetrics()
+    poison = widget_event(666)
+    good = [widget_event(n) for n in range(3)]
+    await publish_all(bus, [*good, poison, good[0]])  # the last one a redelivered duplicate
+    consumer = make_consumer(database, Calls(), fails=lambda event: event.id == poison.id)
+    metrics = ConsumerMetrics(GROUP, recorded.provider)
+    async with running(bus, consumer, metrics=metrics):
+        await wait_for_effects(database, 3)
+
+        async def all_finished() -> bool:
+            return sum(int(p.value) for p in recorded.points("gatehouse.consumer.events")) == 5
+
+        await eventually(all_finished, step=lambda: asyncio.sleep(0.05), what="5 outcomes")
+    labels = {"gatehouse.consumer": GROUP, "messaging.destination.name": STREAM}
+    outcomes = {"handled": 3, "duplicate": 1, "dead_lettered": 1}
+    for outcome, count in outcomes.items():
+        value = recorded.value(
+            "gatehouse.consumer.events", {**labels, "gatehouse.outcome": outcome}
+        )
+        assert value == count, outcome
+    assert (
+        recorded.value("gatehouse.consumer.dead_letters", {"gatehouse.reason": "handler_failed"})
+        == 1
+    )
+    # One lag observation per handled event, measured from the event's commit time.
+    assert recorded.value("gatehouse.consumer.lag", labels) == 3
 
 
 # --- Redis restarted mid-run --------------------------------------------------------------

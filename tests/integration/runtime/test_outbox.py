@@ -26,6 +26,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from gatehouse.events.v1.envelope_pb2 import Event
 from gatehouse.payments.v1.events_pb2 import PaymentCreated
+from gatehouse.runtime.backbone_metrics import OutboxMetrics
 from gatehouse.runtime.bus import EventBus, InProcessEventBus, RedisStreamsEventBus
 from gatehouse.runtime.config import Settings
 from gatehouse.runtime.db import Database, DuplicateKeyError, alembic_config, migrate, new_registry
@@ -44,6 +45,7 @@ from gatehouse.runtime.server import Lifecycle
 from gatehouse.runtime.service_context import ServiceContext, ServiceDatabase
 from tests.contracts.timing import eventually
 from tests.integration.redis_fixtures import redis_prefix, redis_url  # noqa: F401
+from tests.support.metrics import RecordedMetrics
 
 BUSES = ("memory", pytest.param("redis", marks=pytest.mark.redis))
 PAYMENTS = stream_for("payment.created")
@@ -701,3 +703,36 @@ async def test_the_outbox_migration_goes_down_and_up_again(database: Database) -
     assert "idempotency_records" in await tables()
     await migrate(url, [])
     assert "outbox_events" in await tables()
+
+
+# --- metrics --------------------------------------------------------------------------------
+
+
+async def test_the_backlog_and_publications_are_measured(database: Database) -> None:
+    recorded = RecordedMetrics()
+    metrics = OutboxMetrics("widgets", recorded.provider)
+    labels = {"gatehouse.database": "widgets"}
+    measuring = replace(FAST, measure_interval=timedelta(milliseconds=20))
+    await produce(database, 3)
+    later = datetime.now(UTC) + timedelta(minutes=1)
+    broken = ScriptedBus(InProcessEventBus(), fail_always=True)
+    # The bus is down: the leader sees three events waiting, the oldest a minute old by its
+    # clock.
+    async with OutboxRelay(database, broken, measuring, clock=lambda: later, metrics=metrics):
+
+        async def backlog_seen() -> bool:
+            return recorded.value("gatehouse.outbox.pending", labels) == 3
+
+        await eventually(backlog_seen, step=lambda: asyncio.sleep(0.02), what="a backlog of 3")
+        age = recorded.value("gatehouse.outbox.oldest_pending_age", labels)
+        assert age is not None
+        assert age >= 59
+    # A relay that is not the leader reports nothing rather than a stale figure.
+    assert recorded.points("gatehouse.outbox.pending") == []
+    async with OutboxRelay(database, InProcessEventBus(), measuring, metrics=metrics):
+
+        async def drained() -> bool:
+            return recorded.value("gatehouse.outbox.pending", labels) == 0
+
+        await eventually(drained, step=lambda: asyncio.sleep(0.02), what="an empty backlog")
+    assert recorded.value("gatehouse.outbox.published", labels) == 3
