@@ -32,7 +32,7 @@ from tests.support.tokens import TestIssuer
 
 # Services whose RPCs still answer UNIMPLEMENTED, and the issue that brings them (the others
 # have their own tests under tests/integration/<service>).
-ISSUE_OF_SERVICE = {"access": 6, "notifications": 9}
+ISSUE_OF_SERVICE = {"notifications": 9}
 
 
 @pytest.fixture(scope="module")

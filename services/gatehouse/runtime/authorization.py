@@ -48,7 +48,9 @@ _SERVICE_IDENTITIES = {spiffe_id(name): name for name in SERVICE_NAMES}
 # Permissions a service holds when it calls another service for itself, with no end user
 # behind the call. Kept short: a service acting for a user checks the user's permission first.
 SERVICE_GRANTS: Mapping[str, frozenset[str]] = {
-    "access": frozenset({"monitoring.devices.command", "monitoring.devices.read"}),
+    "access": frozenset(
+        {"monitoring.devices.command", "monitoring.devices.read", "monitoring.buildings.read"}
+    ),
     "notifications": frozenset({"auth.users.read"}),
     "monitoring": frozenset(),
     "payments": frozenset(),

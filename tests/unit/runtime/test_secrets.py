@@ -16,6 +16,7 @@ from gatehouse.runtime.secrets import (
     SealedValueError,
     SecretKeyError,
     decode_secret_key,
+    derive_key,
     load_or_create_key_file,
     new_secret_key_text,
     resolve_secret_key,
@@ -101,3 +102,12 @@ def test_a_key_comes_from_its_setting_then_its_file_then_the_default_file(
 def test_standard_base64_keys_are_accepted_too() -> None:
     raw = secrets.token_bytes(32)
     assert decode_secret_key(base64.b64encode(raw).decode() + "\n") == raw
+
+
+def test_derived_keys_are_stable_per_purpose_and_apart_from_the_boxes_own() -> None:
+    key = secrets.token_bytes(32)
+    pins = derive_key(key, "access-pins")
+    assert pins == derive_key(key, "access-pins")
+    assert len(pins) == 32
+    assert pins != derive_key(key, "access-pages")
+    assert pins != derive_key(secrets.token_bytes(32), "access-pins")
