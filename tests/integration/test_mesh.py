@@ -161,3 +161,32 @@ def test_server_certificate_verifies_against_the_dev_ca(
         context.wrap_socket(raw, server_hostname="localhost") as tls,
     ):
         assert tls.selected_alpn_protocol() == "h2"
+
+
+async def test_a_plaintext_health_port_answers_probes_and_nothing_else(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # What a Kubernetes `grpc:` probe sees: no client certificate, health only.
+    configured = settings.model_copy(update={"health_port": 0, "home": tmp_path})
+    mesh = Mesh(configured, ["payments"], tracer_provider=create_tracer_provider("t"))
+    assert mesh.health is not None
+    await mesh.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{mesh.health.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            for service in ("", SERVICE_DESCRIPTORS["payments"].full_name):
+                response = await health.Check(health_pb2.HealthCheckRequest(service=service))
+                assert response.status == health_pb2.HealthCheckResponse.SERVING, service
+            with pytest.raises(grpc.aio.AioRpcError) as unknown:
+                await health.Check(health_pb2.HealthCheckRequest(service="other.Service"))
+            assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+            # The services themselves are not on it.
+            method = SERVICE_DESCRIPTORS["payments"].methods_by_name["GetPayment"]
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await call(channel, method, valid_request(method))
+            assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            await mesh.health.draining()
+            response = await health.Check(health_pb2.HealthCheckRequest(service=""))
+            assert response.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    finally:
+        await mesh.stop(grace=0)

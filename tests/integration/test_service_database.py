@@ -9,7 +9,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import inspect, text
 
 from gatehouse.mesh.runner import Mesh
-from gatehouse.runtime.config import Settings
+from gatehouse.runtime.config import ConfigurationError, Settings
 from gatehouse.runtime.db import Database, DatabaseUnavailableError
 from gatehouse.runtime.telemetry import create_tracer_provider
 from tests.support.mesh import channel_to
@@ -57,7 +57,7 @@ async def test_unreachable_database_stops_the_start_before_any_port_opens(
     # Port 1 refuses at once; the start must fail instead of reporting SERVING.
     configured = settings.model_copy(
         update={
-            "database_url": "postgresql+asyncpg://gatehouse:s3cret@127.0.0.1:1/gatehouse",
+            "database_url": "postgresql+asyncpg://gatehouse:s3cret@127.0.0.1:1/gatehouse_{service}",
             "migrate_on_start": False,
         }
     )
@@ -66,3 +66,13 @@ async def test_unreachable_database_stops_the_start_before_any_port_opens(
         await mesh.start()
     assert "s3cret" not in str(raised.value)
     assert all(server.port == 0 for server in mesh.servers.values())
+
+
+def test_several_services_may_not_share_one_database(settings: Settings) -> None:
+    shared = settings.model_copy(
+        update={"database_url": "postgresql+asyncpg://127.0.0.1/gatehouse"}
+    )
+    with pytest.raises(ConfigurationError, match=r"\{service\}"):
+        Mesh(shared, ["auth", "payments"], tracer_provider=create_tracer_provider("t"))
+    # One service alone may have the database the URL names.
+    Mesh(shared, ["payments"], tracer_provider=create_tracer_provider("t"))

@@ -34,6 +34,10 @@ async def serve(
             print(f"{name:<14} grpcs://{settings.host}:{port}", flush=True)
         if mesh.metrics is not None:
             print(f"{'metrics':<14} http://{settings.host}:{mesh.metrics.port}/metrics", flush=True)
+        if mesh.health is not None:
+            print(
+                f"{'health':<14} grpc://{settings.host}:{mesh.health.port} (plaintext)", flush=True
+            )
         if edge is not None:
             print(f"{'edge':<14} {edge.url} (REST + gRPC, /openapi.json)", flush=True)
             print(f"{'edge admin':<14} http://127.0.0.1:{edge.admin_port}", flush=True)

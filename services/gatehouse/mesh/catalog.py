@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Protocol
 
 from gatehouse.runtime.config import SERVICE_NAMES, ServiceName
@@ -22,6 +23,14 @@ def composition_root(name: ServiceName) -> CreateService:
     module = importlib.import_module(f"gatehouse.{name}.app")
     create: CreateService = module.create_service
     return create
+
+
+def migrations_of(name: ServiceName) -> tuple[Path, ...]:
+    """The service's own Alembic version folders (the runtime's chain comes with every one):
+    `<NAME>_VERSIONS_DIR` of `gatehouse.<name>.adapters.orm`, by convention."""
+    module = importlib.import_module(f"gatehouse.{name}.adapters.orm")
+    location: Path = getattr(module, f"{name.upper()}_VERSIONS_DIR")
+    return (location,)
 
 
 def all_services() -> tuple[ServiceName, ...]:

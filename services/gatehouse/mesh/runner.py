@@ -21,7 +21,7 @@ from gatehouse.runtime.identity import (
 )
 from gatehouse.runtime.infrastructure import SharedInfrastructure
 from gatehouse.runtime.metrics import MetricsEndpoint
-from gatehouse.runtime.server import Lifecycle, ServiceServer
+from gatehouse.runtime.server import HealthEndpoint, Lifecycle, ServiceServer
 from gatehouse.runtime.service_context import ServiceContext
 from gatehouse.runtime.tls import CertificatePaths, ensure_dev_certificates, server_credentials
 
@@ -58,12 +58,18 @@ class Mesh:
         ports: dict[ServiceName, int] | None = None,
         process_name: str = "gatehouse",
     ) -> None:
+        settings.check_one_database_each(services)
         self.settings = settings
         self.lifecycle = Lifecycle()
         self.infrastructure = SharedInfrastructure.from_settings(settings)
         self.metrics = (
             MetricsEndpoint(process_name, host=settings.host, port=settings.metrics_port)
             if settings.metrics_enabled
+            else None
+        )
+        self.health = (
+            HealthEndpoint(settings.host, settings.health_port)
+            if settings.health_port is not None
             else None
         )
         verifier = token_verifier or JwksTokenVerifier(
@@ -106,21 +112,32 @@ class Mesh:
             self.metrics.start()
         started: list[ServiceServer] = []
         try:
+            if self.health is not None:
+                # Bound first (a probe finds the port and NOT_SERVING while services start).
+                await self.health.start()
             for server in self.servers.values():
                 await server.start()
                 started.append(server)
         except BaseException:
             # A half-started mesh must not leave ports bound or connections open behind it.
             await asyncio.gather(*(s.stop(0) for s in started), return_exceptions=True)
+            if self.health is not None:
+                await self.health.stop()
             await self.infrastructure.close()
             if self.metrics is not None:
                 self.metrics.stop()
             raise
+        if self.health is not None:
+            await self.health.serving(server.full_name for server in self.servers.values())
         return {name: server.port for name, server in self.servers.items()}
 
     async def stop(self, grace: float | None = None) -> None:
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
+        if self.health is not None:
+            await self.health.draining()
         await asyncio.gather(*(server.stop(grace) for server in self.servers.values()))
+        if self.health is not None:
+            await self.health.stop()
         await self.infrastructure.close()
         if self.metrics is not None:
             self.metrics.stop()

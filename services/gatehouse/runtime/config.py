@@ -6,6 +6,7 @@ Every variable is `GATEHOUSE_<FIELD>`; nested service ports are
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -45,6 +46,16 @@ class Settings(BaseSettings):
         default=9464, ge=0, le=65535, description="Prometheus `/metrics` of this process."
     )
     metrics_enabled: bool = Field(default=True, description="Serve `/metrics` at all.")
+    health_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description=(
+            "A plaintext port serving only grpc.health.v1, for probes that cannot present a "
+            "client certificate (Kubernetes `grpc:` probes). Unset: no such port; health is "
+            "then asked over mTLS on each service's port."
+        ),
+    )
 
     certs_dir: Path | None = Field(
         default=None, description="Certificates; defaults to <home>/certs (the dev CA)."
@@ -169,6 +180,16 @@ class Settings(BaseSettings):
     @property
     def certificates(self) -> Path:
         return self.certs_dir or self.home / "certs"
+
+    def check_one_database_each(self, services: Sequence[ServiceName]) -> None:
+        """Every service owns its database (its chain of migrations, its outbox): several
+        services in one process need `{service}` in the URL (or no URL: SQLite files)."""
+        if len(services) > 1 and self.database_url and "{service}" not in self.database_url:
+            raise ConfigurationError(
+                "GATEHOUSE_DATABASE_URL names one database, but each service needs its own: "
+                "put {service} in it (e.g. postgresql+asyncpg://host/gatehouse_{service}) or "
+                "run one service per process"
+            )
 
     def database_url_for(self, service: ServiceName) -> str:
         if self.database_url is None:

@@ -31,6 +31,7 @@ from typing import Any, Protocol, Self
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import URL, Connection, DateTime, Dialect, MetaData, event, make_url, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
@@ -492,6 +493,15 @@ async def migrate(database_url: str, version_locations: Sequence[Path] = ()) -> 
     # Alembic's synchronous work (reading revision files) without stalling the caller's loop.
     # Cancelling the caller does not cut a migration short: it finishes or rolls back.
     await asyncio.to_thread(_migrate_in_this_thread, database_url, tuple(version_locations))
+
+
+async def current_revisions(database_url: str) -> frozenset[str]:
+    """The revisions the database is at (one per chain; empty for a database never migrated)."""
+    async with Database(database_url) as database, database.engine.connect() as connection:
+        heads = await connection.run_sync(
+            lambda sync: MigrationContext.configure(sync).get_current_heads()
+        )
+    return frozenset(heads)
 
 
 def _migrate_in_this_thread(database_url: str, version_locations: Sequence[Path]) -> None:

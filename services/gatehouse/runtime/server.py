@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -174,6 +174,41 @@ class ServiceServer:
 
     async def wait_for_termination(self) -> None:
         await self._server.wait_for_termination()
+
+
+class HealthEndpoint:
+    """grpc.health.v1 alone on a plaintext port, for probes without a client certificate.
+
+    It tells what the process's servers tell over mTLS, nothing more: each service's status
+    and the overall one (""); NOT_SERVING once the process drains. No other service is
+    registered on it, not even reflection."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self._address = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+        self._health = health.aio.HealthServicer()
+        self._server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        self.port = 0
+
+    async def start(self) -> int:
+        try:
+            self.port = self._server.add_insecure_port(self._address)
+        except RuntimeError:
+            self.port = 0
+        if self.port == 0:
+            raise OSError(f"could not bind the health port {self._address}")
+        await self._server.start()
+        return self.port
+
+    async def serving(self, services: Iterable[str]) -> None:
+        for name in (*services, ""):
+            await self._health.set(name, SERVING)
+
+    async def draining(self) -> None:
+        await self._health.enter_graceful_shutdown()
+
+    async def stop(self) -> None:
+        await self._server.stop(0)
 
 
 def answer_unimplemented(servicer: Any, base: type, *, issue: str) -> None:
