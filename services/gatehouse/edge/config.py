@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -39,8 +39,14 @@ JWT_REQUIREMENT = "access_token"
 # that transcodes `GET /.well-known/jwks.json` to AuthService.GetJwks, and the cluster to it.
 JWKS_LISTENER = "edge_jwks"
 JWKS_CLUSTER = "edge_jwks"
+# Where each service's replicas listen on their host: one port, or one per replica.
+UpstreamPorts = Mapping[ServiceName, int | Sequence[int]]
 # A cluster without hosts: where nothing should ever be sent.
 BLACKHOLE = "blackhole"
+# The optional Prometheus listener (`stats_port`) and the admin interface behind it.
+STATS_LISTENER = "edge_stats"
+STATS_PATH = "/stats/prometheus"
+ADMIN_CLUSTER = "edge_admin"
 # The transcoder leaves the request's original path here; only transcoded requests have it.
 ORIGINAL_PATH_HEADER = "x-envoy-original-path"
 # gRPC framing and server metadata that mean nothing to a REST client (ENVOY-NOTES: they leak).
@@ -103,11 +109,29 @@ def build_config(
     settings: Settings,
     files: EdgeFiles,
     *,
-    upstream_ports: Mapping[ServiceName, int] | None = None,
+    upstream_ports: UpstreamPorts | None = None,
     services: tuple[ServiceName, ...] = SERVICE_NAMES,
+    upstream_hosts: Mapping[ServiceName, str] | None = None,
+    stats_port: int | None = None,
 ) -> Config:
-    """The whole Envoy bootstrap. `upstream_ports` defaults to the configured service ports."""
-    ports = {name: settings.port_of(name) for name in services} | dict(upstream_ports or {})
+    """The whole Envoy bootstrap. `upstream_ports` defaults to the configured service ports; a
+    service given several ports has that many replicas on its host, balanced per request.
+
+    `upstream_hosts` puts a service somewhere other than `settings.host` (in Kubernetes, its
+    headless Service's DNS name, which resolves to every ready replica). `stats_port` adds a
+    listener on `edge_host` that serves only Envoy's `/stats/prometheus`, so Prometheus can
+    scrape the edge without reaching the admin interface, which stays on loopback.
+    """
+    ports: dict[ServiceName, tuple[int, ...]] = {
+        name: (settings.port_of(name),) for name in services
+    } | {
+        name: (port,) if isinstance(port, int) else tuple(port)
+        for name, port in (upstream_ports or {}).items()
+    }
+    default_host = _upstream_host(settings.host)
+    hosts = {name: default_host for name in services} | dict(upstream_hosts or {})
+    if stats_port is not None and settings.edge_admin_port == 0:
+        raise ValueError("stats_port needs a fixed edge_admin_port (the stats are read from it)")
     methods = tuple(m for m in edge_methods(services) if m.exposed)
     remote_jwks = _remote_jwks(settings, files)
     if remote_jwks and "auth" not in services:
@@ -124,13 +148,12 @@ def build_config(
             "listeners": [
                 _listener(settings, files, services, methods),
                 *([_jwks_listener(settings, files)] if remote_jwks else []),
+                *([_stats_listener(settings, stats_port)] if stats_port is not None else []),
             ],
             "clusters": [
-                *(
-                    _cluster(name, _upstream_host(settings.host), ports[name], files)
-                    for name in services
-                ),
+                *(_cluster(name, hosts[name], ports[name], files) for name in services),
                 *([_jwks_cluster()] if remote_jwks else []),
+                *([_admin_cluster(settings)] if stats_port is not None else []),
                 {"name": BLACKHOLE, "type": "STATIC", "connect_timeout": "1s"},
             ],
         },
@@ -745,14 +768,20 @@ def _cors_policy(origins: Iterable[str]) -> Config:
     }
 
 
-def _cluster(name: ServiceName, host: str, port: int, files: EdgeFiles) -> Config:
+def _cluster(name: ServiceName, host: str, ports: Sequence[int], files: EdgeFiles) -> Config:
     return {
         "name": name,
         "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
         "connect_timeout": "2s",
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(host, port)}}]}],
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {"endpoint": {"address": _address(host, port)}} for port in ports
+                    ]
+                }
+            ],
         },
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -807,6 +836,76 @@ def _cluster(name: ServiceName, host: str, port: int, files: EdgeFiles) -> Confi
             "interval": "5s",
             "base_ejection_time": "10s",
             "max_ejection_percent": 100,
+        },
+    }
+
+
+def _stats_listener(settings: Settings, port: int) -> Config:
+    """Plain HTTP, one route: `GET /stats/prometheus` to the admin interface. Anything else
+    (config dumps, `/quitquitquit`, log levels) is 404 here and only reachable on loopback."""
+    return {
+        "name": STATS_LISTENER,
+        "address": _address(settings.edge_host, port),
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.network"
+                            ".http_connection_manager.v3.HttpConnectionManager",
+                            "stat_prefix": "edge_stats",
+                            "codec_type": "AUTO",
+                            "route_config": {
+                                "name": STATS_LISTENER,
+                                "virtual_hosts": [
+                                    {
+                                        "name": STATS_LISTENER,
+                                        "domains": ["*"],
+                                        "routes": [
+                                            {
+                                                "match": {
+                                                    "path": STATS_PATH,
+                                                    "headers": [_method_is("GET")],
+                                                },
+                                                "route": {"cluster": ADMIN_CLUSTER},
+                                            }
+                                        ],
+                                    }
+                                ],
+                            },
+                            "http_filters": [
+                                {
+                                    "name": "envoy.filters.http.router",
+                                    "typed_config": {
+                                        "@type": "type.googleapis.com/envoy.extensions.filters"
+                                        ".http.router.v3.Router",
+                                        "suppress_envoy_headers": True,
+                                    },
+                                }
+                            ],
+                        },
+                    }
+                ]
+            }
+        ],
+    }
+
+
+def _admin_cluster(settings: Settings) -> Config:
+    return {
+        "name": ADMIN_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": ADMIN_CLUSTER,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {"endpoint": {"address": _address("127.0.0.1", settings.edge_admin_port)}}
+                    ]
+                }
+            ],
         },
     }
 

@@ -14,13 +14,12 @@ import logging
 import shutil
 import signal
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Literal
 
-from gatehouse.edge.config import EdgeFiles, build_config, render
+from gatehouse.edge.config import EdgeFiles, UpstreamPorts, build_config, render
 from gatehouse.edge.descriptors import DescriptorSet, descriptor_set_path, openapi_path
-from gatehouse.runtime.config import ServiceName, Settings
+from gatehouse.runtime.config import Settings
 
 log = logging.getLogger("gatehouse.edge")
 
@@ -66,7 +65,7 @@ def edge_files(settings: Settings, directory: Path) -> EdgeFiles:
 def write_edge_files(
     settings: Settings,
     directory: Path,
-    upstream_ports: Mapping[ServiceName, int] | None = None,
+    upstream_ports: UpstreamPorts | None = None,
     *,
     fmt: Literal["yaml", "json"] = "yaml",
 ) -> Path:
@@ -109,7 +108,7 @@ class EdgeProcess:
     def running(self) -> bool:
         return self._process is not None and self._process.returncode is None
 
-    async def start(self, upstream_ports: Mapping[ServiceName, int]) -> None:
+    async def start(self, upstream_ports: UpstreamPorts) -> None:
         bootstrap = write_edge_files(self.settings, self.directory, upstream_ports)
         admin_file = self.directory / "admin-address"
         admin_file.unlink(missing_ok=True)

@@ -213,3 +213,16 @@ def test_auth_publishes_a_rotated_key_for_longer_than_the_edge_caches_the_jwks()
     cache = jwt_filter["typed_config"]["providers"]["gatehouse"]["remote_jwks"]["cache_duration"]
     defaults = AuthSettings.model_construct()
     assert defaults.signing_key_prepublish.total_seconds() > float(cache.removesuffix("s"))
+
+
+def test_a_service_with_replicas_gets_one_endpoint_each() -> None:
+    bootstrap = build_config(
+        Settings.model_construct(), FILES, upstream_ports={"monitoring": [50101, 50102]}
+    )
+    clusters = {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
+    endpoints = clusters["monitoring"]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    ports = [e["endpoint"]["address"]["socket_address"]["port_value"] for e in endpoints]
+    assert ports == [50101, 50102]
+    # The others keep their one configured port.
+    (auth,) = clusters["auth"]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    assert auth["endpoint"]["address"]["socket_address"]["port_value"] == 50051
