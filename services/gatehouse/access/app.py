@@ -140,10 +140,8 @@ class AccessApp:
             write_gate=asyncio.Lock() if self.database.database.dialect_name == "sqlite" else None,
         )
         if self._consume_alerts:
-            self._runner = ConsumerRunner(
-                self.context.bus,
-                alert_consumer(self.uow, lambda: self.deps),
-                options=self._consumer_options,
+            self._runner = self.context.consumer_runner(
+                alert_consumer(self.uow, lambda: self.deps), options=self._consumer_options
             )
             await self._runner.start()
         if self._run_door_hours:

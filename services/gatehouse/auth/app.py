@@ -199,7 +199,7 @@ class AuthApp:
             ) from None
         await self._bootstrap_admin()
         self._refresher = asyncio.create_task(self._refresh_forever(), name="auth-key-refresh")
-        self._denials = ConsumerRunner(self.context.bus, self._denial_consumer())
+        self._denials = self.context.consumer_runner(self._denial_consumer())
         await self._denials.start()
 
     def _denial_consumer(self) -> Consumer[SqlAlchemyAuthUnitOfWork]:

@@ -41,6 +41,10 @@ JWKS_LISTENER = "edge_jwks"
 JWKS_CLUSTER = "edge_jwks"
 # Where each service's replicas listen on their host: one port, or one per replica.
 UpstreamPorts = Mapping[ServiceName, int | Sequence[int]]
+# The OpenTelemetry collector the edge exports its spans to, when `otlp_endpoint` is set.
+OTLP_CLUSTER = "otel_collector"
+# Where Debian-family images keep the public CAs (for an https collector without otlp_ca_file).
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 # A cluster without hosts: where nothing should ever be sent.
 BLACKHOLE = "blackhole"
 # The optional Prometheus listener (`stats_port`) and the admin interface behind it.
@@ -154,6 +158,7 @@ def build_config(
                 *(_cluster(name, hosts[name], ports[name], files) for name in services),
                 *([_jwks_cluster()] if remote_jwks else []),
                 *([_admin_cluster(settings)] if stats_port is not None else []),
+                *([_otlp_cluster(settings)] if settings.otlp_endpoint else []),
                 {"name": BLACKHOLE, "type": "STATIC", "connect_timeout": "1s"},
             ],
         },
@@ -279,31 +284,88 @@ def _connection_manager(
         # Services see which client certificate (if any) reached the edge, never a forged one.
         "forward_client_cert_details": "SANITIZE_SET",
         "set_current_client_cert_details": {"uri": True},
-        "tracing": {
-            # A span context per request so the access log and the services share a trace id;
-            # no exporter is configured (ARCHITECTURE §9 traces are exported by the services).
-            "provider": {
-                "name": "envoy.tracers.opentelemetry",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
-                    "service_name": "gatehouse-edge",
-                    # Envoy insists on an exporter; this one leads to a cluster with no hosts,
-                    # so spans are dropped inside Envoy until a collector is configured.
-                    "http_service": {
-                        "http_uri": {
-                            "uri": "http://blackhole/v1/traces",
-                            "cluster": BLACKHOLE,
-                            "timeout": "1s",
-                        }
-                    },
-                },
-            },
-        },
+        "tracing": _tracing(settings),
         "access_log": [_access_log()],
         "local_reply_config": _local_replies(),
         "route_config": _routes(settings, files, methods),
         "http_filters": _http_filters(settings, files, services, methods),
     }
+
+
+def _tracing(settings: Settings) -> Config:
+    """A span per request, its context passed to the services (W3C `traceparent`), so one
+    trace runs from the edge through every service and across the bus. Exported over OTLP/gRPC
+    to `otlp_endpoint` like the services' spans, sampled at the same ratio."""
+    exporter: Config
+    if settings.otlp_endpoint:
+        exporter = {"grpc_service": {"envoy_grpc": {"cluster_name": OTLP_CLUSTER}, "timeout": "2s"}}
+    else:
+        # Envoy insists on an exporter; without a collector this one leads to a cluster with
+        # no hosts, so spans are dropped inside Envoy (the trace ids still reach the services
+        # and the access log).
+        exporter = {
+            "http_service": {
+                "http_uri": {
+                    "uri": "http://blackhole/v1/traces",
+                    "cluster": BLACKHOLE,
+                    "timeout": "1s",
+                }
+            }
+        }
+    return {
+        "provider": {
+            "name": "envoy.tracers.opentelemetry",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+                "service_name": "gatehouse-edge",
+                **exporter,
+            },
+        },
+        "random_sampling": {"value": settings.trace_sample_ratio * 100},
+    }
+
+
+def _otlp_cluster(settings: Settings) -> Config:
+    """Where the edge's spans go: the collector of `otlp_endpoint` over HTTP/2 (gRPC)."""
+    scheme, _, address = (settings.otlp_endpoint or "").partition("://")
+    host, _, port = address.rpartition(":")
+    if scheme not in ("http", "https") or not host or not port.isdigit():
+        raise ValueError(
+            "otlp_endpoint must be http://host:port or https://host:port, "
+            f"got {settings.otlp_endpoint!r}"
+        )
+    host = host.strip("[]")
+    cluster: Config = {
+        "name": OTLP_CLUSTER,
+        "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
+        "connect_timeout": "2s",
+        "load_assignment": {
+            "cluster_name": OTLP_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _address(host, int(port))}}]}],
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3"
+                ".HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+    }
+    if scheme == "https":
+        roots = settings.otlp_ca_file or Path(SYSTEM_CA_BUNDLE)
+        cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3"
+                ".UpstreamTlsContext",
+                "sni": host,
+                "common_tls_context": {
+                    "alpn_protocols": ["h2"],
+                    "validation_context": {"trusted_ca": {"filename": str(roots)}},
+                },
+            },
+        }
+    return cluster
 
 
 def _http_filters(

@@ -88,6 +88,8 @@ class Mesh:
                 kv=self.infrastructure.kv,
                 bus=self.infrastructure.bus,
                 live=self.infrastructure.live,
+                tracer_provider=tracer_provider,
+                meter_provider=self.metrics.meter_provider if self.metrics else None,
             )
             definition = composition_root(name)(context)
             self.servers[name] = ServiceServer(

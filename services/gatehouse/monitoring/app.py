@@ -54,8 +54,8 @@ def utc_now() -> datetime:
 class _Metrics:
     """Readings counters (the contract: rejected readings on a session show in metrics)."""
 
-    def __init__(self) -> None:
-        meter = metrics.get_meter("gatehouse.monitoring")
+    def __init__(self, provider: metrics.MeterProvider | None) -> None:
+        meter = (provider or metrics.get_meter_provider()).get_meter("gatehouse.monitoring")
         self._accepted = meter.create_counter(
             "monitoring.readings.accepted", unit="{reading}", description="Readings stored"
         )
@@ -168,7 +168,7 @@ class MonitoringApp:
             uow_factory=self.uow,
             sessions=self.hub,
             heartbeats=self.heartbeats,
-            metrics=_Metrics(),
+            metrics=_Metrics(self.context.meter_provider),
             monotonic=self.monotonic,
             spawn=self._spawn,
         )
@@ -182,10 +182,8 @@ class MonitoringApp:
             stopping=self.context.lifecycle.stopping,
         )
         await self.hub.start()
-        self._runner = ConsumerRunner(
-            self.context.bus,
-            feed_consumer(self.context.bus, self.uow),
-            options=self._consumer_options,
+        self._runner = self.context.consumer_runner(
+            feed_consumer(self.context.bus, self.uow), options=self._consumer_options
         )
         await self._runner.start()
         self._tasks = [

@@ -6,17 +6,23 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
-from gatehouse.runtime.backbone_metrics import OutboxMetrics, observe_pool
+from opentelemetry import metrics, trace
+
+from gatehouse.runtime.backbone_metrics import ConsumerMetrics, OutboxMetrics, observe_pool
 from gatehouse.runtime.bus import EventBus, GroupEventBus
 from gatehouse.runtime.config import ServiceName, Settings
-from gatehouse.runtime.db import Database, migrate
+from gatehouse.runtime.consumers import Consumer, ConsumerRunner, RunnerOptions
+from gatehouse.runtime.db import Database, SqlAlchemyUnitOfWork, migrate
 from gatehouse.runtime.kv import KeyValueStore
 from gatehouse.runtime.live import LiveHub
 from gatehouse.runtime.outbox import OutboxRelay, RelayOptions
 from gatehouse.runtime.server import Lifecycle
 
 log = logging.getLogger("gatehouse.db")
+
+U = TypeVar("U", bound=SqlAlchemyUnitOfWork)
 
 
 class ServiceDatabase:
@@ -79,6 +85,22 @@ class ServiceContext:
     kv: KeyValueStore
     bus: GroupEventBus
     live: LiveHub
+    # The process's OpenTelemetry providers (the mesh's); None: the global ones.
+    tracer_provider: trace.TracerProvider | None = None
+    meter_provider: metrics.MeterProvider | None = None
+
+    def consumer_runner(
+        self, consumer: Consumer[U], *, options: RunnerOptions | None = None
+    ) -> ConsumerRunner[U]:
+        """A runner for one of this service's consumers on the process's bus, tracing and
+        counting through the process's providers."""
+        return ConsumerRunner(
+            self.bus,
+            consumer,
+            options=options,
+            tracer_provider=self.tracer_provider,
+            metrics=ConsumerMetrics(consumer.name, self.meter_provider),
+        )
 
     @property
     def database_url(self) -> str:

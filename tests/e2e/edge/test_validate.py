@@ -19,6 +19,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no jwt at the edge": {"edge_jwt_enabled": False},
     "no rate limits": {"edge_global_rate_per_second": 0, "edge_sensitive_rate_per_minute": 0},
     "services by host name": {"host": "localhost"},
+    "spans to a plaintext collector, sampled": {
+        "otlp_endpoint": "http://127.0.0.1:4317",
+        "trace_sample_ratio": 0.25,
+    },
+    "spans to a TLS collector by name": {"otlp_endpoint": "https://collector.example:4317"},
 }
 
 

@@ -226,3 +226,23 @@ def test_a_service_with_replicas_gets_one_endpoint_each() -> None:
     # The others keep their one configured port.
     (auth,) = clusters["auth"]["load_assignment"]["endpoints"][0]["lb_endpoints"]
     assert auth["endpoint"]["address"]["socket_address"]["port_value"] == 50051
+
+
+def test_spans_go_to_the_configured_collector_at_the_services_sampling_ratio() -> None:
+    bootstrap = config(otlp_endpoint="http://10.0.0.9:4317", trace_sample_ratio=0.25)
+    tracing = connection_manager(bootstrap)["tracing"]
+    assert tracing["random_sampling"] == {"value": 25.0}
+    exporter = tracing["provider"]["typed_config"]["grpc_service"]["envoy_grpc"]
+    clusters = {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
+    collector = clusters[exporter["cluster_name"]]
+    endpoint = collector["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"] == {"address": "10.0.0.9", "port_value": 4317}
+    assert "transport_socket" not in collector  # http:// is plaintext
+    # Without a collector the spans stop inside Envoy; the trace context still flows.
+    quiet = connection_manager(config())["tracing"]["provider"]["typed_config"]
+    assert "http_service" in quiet
+
+
+def test_a_collector_address_without_a_scheme_is_refused() -> None:
+    with pytest.raises(ValueError, match="otlp_endpoint"):
+        config(otlp_endpoint="collector:4317")
