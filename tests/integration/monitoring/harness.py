@@ -35,7 +35,9 @@ T = TypeVar("T")
 FAST = MonitoringSettings(
     _env_file=None,  # type: ignore[call-arg]
     heartbeat_interval=timedelta(milliseconds=200),
-    missed_heartbeats=3,
+    # 1.6 s of silence before a device is offline: quick for the tests that wait for it, and
+    # beyond the pauses a loaded 2-core CI machine gives a healthy simulated device.
+    missed_heartbeats=8,
     check_interval=timedelta(milliseconds=50),
     heartbeat_flush_interval=timedelta(milliseconds=100),
     feed_heartbeat_interval=timedelta(seconds=1),

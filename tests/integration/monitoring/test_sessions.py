@@ -51,7 +51,7 @@ async def test_connect_marks_online_and_welcomes(sqlite_monitoring: MonitoringHa
     sim = await m.device(device)
     assert sim.welcome is not None
     assert sim.welcome.heartbeat_interval.ToTimedelta() == timedelta(milliseconds=200)
-    assert sim.welcome.offline_after.ToTimedelta() == timedelta(milliseconds=600)
+    assert sim.welcome.offline_after.ToTimedelta() == timedelta(milliseconds=1600)
     assert sim.welcome.max_readings_per_batch == 1000
     assert sim.welcome.session_id
     (item,) = await feed.wait_type("device.status_changed")
