@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from pathlib import Path
 
@@ -25,22 +26,18 @@ from tests.support.tokens import TestIssuer
 
 BIN = Path(sys.executable).parent
 GET_PAYMENT = SERVICE_DESCRIPTORS["payments"].methods_by_name["GetPayment"]
-# Notifications' behaviour arrives with issue #9: until then its RPCs answer UNIMPLEMENTED.
-GET_NOTIFICATION = SERVICE_DESCRIPTORS["notifications"].methods_by_name["GetNotification"]
+UNKNOWN_PAYMENT = "payments/01J0000000000000000000000A"
 
 
-async def test_unimplemented_rpc_keeps_status_and_details(edge: Edge, issuer: TestIssuer) -> None:
+async def test_a_service_error_keeps_its_status_and_details(edge: Edge, issuer: TestIssuer) -> None:
+    request = valid_request(GET_PAYMENT)
+    request.name = UNKNOWN_PAYMENT  # type: ignore[attr-defined]
     async with edge.channel() as channel:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await call(
-                channel,
-                GET_NOTIFICATION,
-                valid_request(GET_NOTIFICATION),
-                issuer.bearer(permissions=["*"]),
-            )
-    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            await call(channel, GET_PAYMENT, request, issuer.bearer(permissions=["*"]))
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
     info = error_info(rich_status(raised.value))
-    assert (info.reason, info.domain) == ("NOT_IMPLEMENTED_YET", "notifications.gatehouse")
+    assert (info.reason, info.domain) == ("PAYMENT_NOT_FOUND", "payments.gatehouse")
 
 
 async def test_malformed_name_is_invalid_argument_with_field_violation(
@@ -101,13 +98,13 @@ async def test_grpcurl_with_the_descriptor_set(edge: Edge, issuer: TestIssuer) -
         "-H",
         f"authorization: Bearer {issuer.token(permissions=['*'])}",
         "-d",
-        '{"name": "notifications/n1"}',
+        json.dumps({"name": UNKNOWN_PAYMENT}),
         f"localhost:{edge.port}",
-        "gatehouse.notifications.v1.NotificationsService/GetNotification",
+        "gatehouse.payments.v1.PaymentsService/GetPayment",
     )
     assert code != 0
-    assert "Code: Unimplemented" in output
-    assert "NOT_IMPLEMENTED_YET" in output
+    assert "Code: NotFound" in output
+    assert "PAYMENT_NOT_FOUND" in output
 
 
 async def test_grpcurl_reflection_is_refused_at_the_edge(edge: Edge) -> None:

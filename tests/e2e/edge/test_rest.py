@@ -11,8 +11,7 @@ from gatehouse.edge.descriptors import openapi_path
 from tests.e2e.edge.conftest import Edge, Response, StartEdge
 from tests.support.tokens import TestIssuer
 
-# Notifications' behaviour arrives with issue #9: until then its RPCs answer UNIMPLEMENTED.
-UNIMPLEMENTED_PATH = "/v1/notifications/n1"
+UNKNOWN_PAYMENT_PATH = "/v1/payments/01J0000000000000000000000A"
 GRPC_HEADERS = ("grpc-status", "grpc-message", "grpc-status-details-bin", "grpc-accept-encoding")
 
 
@@ -23,15 +22,15 @@ def details_of(response: Response, type_name: str) -> dict[str, Any]:
     raise AssertionError(f"no {type_name} in {response.body!r}")
 
 
-async def test_unimplemented_rpc_is_501_with_error_info(edge: Edge, issuer: TestIssuer) -> None:
-    response = await edge.rest("GET", UNIMPLEMENTED_PATH, token=issuer.token(permissions=["*"]))
-    assert response.status == 501, response.body
+async def test_not_found_is_404_with_error_info(edge: Edge, issuer: TestIssuer) -> None:
+    response = await edge.rest("GET", UNKNOWN_PAYMENT_PATH, token=issuer.token(permissions=["*"]))
+    assert response.status == 404, response.body
     assert response.headers["content-type"] == "application/json"
     body = response.json()
-    assert body["code"] == 12
-    assert "issue #9" in body["message"]
+    assert body["code"] == 5
+    assert "payments/01J0000000000000000000000A" in body["message"]
     info = details_of(response, "google.rpc.ErrorInfo")
-    assert (info["reason"], info["domain"]) == ("NOT_IMPLEMENTED_YET", "notifications.gatehouse")
+    assert (info["reason"], info["domain"]) == ("PAYMENT_NOT_FOUND", "payments.gatehouse")
 
 
 async def test_invalid_field_is_400_with_bad_request_details(
@@ -46,7 +45,7 @@ async def test_invalid_field_is_400_with_bad_request_details(
 
 
 async def test_missing_token_is_401_from_the_service(edge: Edge) -> None:
-    response = await edge.rest("GET", UNIMPLEMENTED_PATH)
+    response = await edge.rest("GET", UNKNOWN_PAYMENT_PATH)
     assert response.status == 401
     assert details_of(response, "google.rpc.ErrorInfo")["reason"] == "TOKEN_MISSING"
 
@@ -61,7 +60,7 @@ async def test_unknown_query_parameter_is_400_as_status_json(
     edge: Edge, issuer: TestIssuer
 ) -> None:
     response = await edge.rest(
-        "GET", f"{UNIMPLEMENTED_PATH}?color=red", token=issuer.token(permissions=["*"])
+        "GET", f"{UNKNOWN_PAYMENT_PATH}?color=red", token=issuer.token(permissions=["*"])
     )
     assert response.status == 400
     body = response.json()
@@ -77,7 +76,7 @@ async def test_query_parameters_take_json_or_proto_names(edge: Edge, issuer: Tes
 
 
 async def test_rest_responses_carry_security_headers_and_no_grpc_headers(edge: Edge) -> None:
-    response = await edge.rest("GET", UNIMPLEMENTED_PATH)
+    response = await edge.rest("GET", UNKNOWN_PAYMENT_PATH)
     assert response.status == 401
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["strict-transport-security"].startswith("max-age=")
