@@ -33,38 +33,37 @@ import asyncio
 import contextlib
 import json
 import os
-import secrets
 import shutil
-import signal
 import sys
 import tempfile
-import time
 import uuid
-from collections import Counter
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import grpc
-import jwt
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bench.common import (
+    HOST,
+    PINNED,
+    Call,
+    Keys,
+    Result,
+    announce_and_wait,
+    channel_to,
+    echo_caller,
+    make_keys,
+    measure,
+    postgres_database,
+    serve_echo,
+    start_child,
+    status_of,
+    stop_child,
+)
 from gatehouse.access.v1 import access_pb2
-from gatehouse.clients.channel import ChannelFactory, ClientCredentials
 
-HOST = "127.0.0.1"
-WARMUP_SECONDS = 0.5
-STARTUP_TIMEOUT = 60.0
 SERVICE = "/gatehouse.access.v1.AccessService"
-ECHO_METHOD = "/bench.Echo/Echo"
-KID = "bench-key"
 PERMISSIONS = ["access.*"]
 DOOR = "entrance"
-DEFAULT_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-
-Call = Callable[[], Awaitable[str]]
 
 
 def building_id(index: int) -> str:
@@ -82,136 +81,10 @@ def controller_name(index: int) -> str:
 # --- results ---------------------------------------------------------------------------------
 
 
-@dataclass
-class Result:
-    label: str
-    count: int = 0
-    seconds: float = 0.0
-    latencies_ms: list[float] = field(default_factory=list)
-    outcomes: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def rate(self) -> float:
-        return self.count / self.seconds if self.seconds else 0.0
-
-    def percentile(self, fraction: float) -> float:
-        if not self.latencies_ms:
-            return float("nan")
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-async def measure(label: str, call: Call, concurrency: int, duration: float) -> Result:
-    """`concurrency` workers calling until the deadline (after a warm-up), or until `call`
-    says "EXHAUSTED" (the work ran out)."""
-    result = Result(label)
-    recording = False
-    deadline = 0.0
-
-    async def worker() -> None:
-        while time.monotonic() < deadline:
-            began = time.perf_counter()
-            outcome = await call()
-            if outcome == "EXHAUSTED":
-                return
-            if recording:
-                result.latencies_ms.append((time.perf_counter() - began) * 1000)
-                result.outcomes[outcome] += 1
-
-    deadline = time.monotonic() + WARMUP_SECONDS
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    recording = True
-    began = time.monotonic()
-    deadline = began + duration
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    result.seconds = time.monotonic() - began
-    result.count = len(result.latencies_ms)
-    return result
-
-
 # --- child processes ------------------------------------------------------------------------
 
 
-async def _announce_and_wait(port: int, stop: Callable[[float], Awaitable[Any]]) -> None:
-    print(f"port {port}", flush=True)
-    done = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, done.set)
-    await done.wait()
-    await stop(1.0)
-
-
-@dataclass
-class Child:
-    process: asyncio.subprocess.Process
-    port: int
-
-
-# Whether servers run on CPU 0 and the load generator on CPU 1; decided once in `main`,
-# before this process pins itself (after which it sees only its own CPU).
-PINNED = {"on": False}
-
-
-async def start_child(*argv: str) -> Child:
-    command = [sys.executable, "-m", "bench.access", "--serve", *argv]
-    if PINNED["on"]:
-        command = ["taskset", "-c", "0", *command]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEHOUSE_")}
-    env["GATEHOUSE_LOG_LEVEL"] = "WARNING"
-    process = await asyncio.create_subprocess_exec(
-        *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
-    )
-    assert process.stdout is not None
-    try:
-        line = await asyncio.wait_for(process.stdout.readline(), STARTUP_TIMEOUT)
-    except BaseException:
-        await stop_child(Child(process, 0))
-        raise
-    if not line.startswith(b"port "):
-        await stop_child(Child(process, 0))
-        raise RuntimeError(f"server child did not start: {line!r}")
-    return Child(process, int(line.split()[1]))
-
-
-async def stop_child(child: Child) -> None:
-    if child.process.returncode is None:
-        child.process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(child.process.wait(), 20)
-        except TimeoutError:
-            child.process.kill()
-            await child.process.wait()
-
-
 # --- PostgreSQL ------------------------------------------------------------------------------
-
-
-async def _admin(url: str, *statements: str) -> None:
-    from sqlalchemy import make_url, text  # noqa: PLC0415
-    from sqlalchemy.ext.asyncio import create_async_engine  # noqa: PLC0415
-    from sqlalchemy.pool import NullPool  # noqa: PLC0415
-
-    engine = create_async_engine(make_url(url), isolation_level="AUTOCOMMIT", poolclass=NullPool)
-    try:
-        async with asyncio.timeout(10), engine.connect() as connection:
-            for statement in statements:
-                await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
-@contextlib.asynccontextmanager
-async def postgres_database() -> Any:
-    from sqlalchemy import make_url  # noqa: PLC0415
-
-    admin = os.environ.get("GATEHOUSE_BENCH_POSTGRES_URL", DEFAULT_POSTGRES)
-    name = f"gatehouse_bench_{secrets.token_hex(4)}"
-    await _admin(admin, f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(admin).set(database=name).render_as_string(hide_password=False)
-    finally:
-        await _admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # --- requests --------------------------------------------------------------------------------
@@ -221,23 +94,6 @@ def validate_request(index: int, pin: str) -> access_pb2.ValidatePinRequest:
     return access_pb2.ValidatePinRequest(
         door=door_name(index), pin=pin, request_id=str(uuid.uuid4())
     )
-
-
-def _status(error: grpc.aio.AioRpcError) -> str:
-    return error.code().name
-
-
-def echo_caller(channel: grpc.aio.Channel, payload: bytes) -> Call:
-    method: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(ECHO_METHOD)
-
-    async def call() -> str:
-        try:
-            await method(payload, timeout=10)
-        except grpc.aio.AioRpcError as error:
-            return _status(error)
-        return "OK"
-
-    return call
 
 
 def validate_caller(channels: list[grpc.aio.Channel], pins: list[str]) -> Call:
@@ -257,7 +113,7 @@ def validate_caller(channels: list[grpc.aio.Channel], pins: list[str]) -> Call:
         try:
             response = await methods[index](validate_request(index, pins[index]), timeout=10)
         except grpc.aio.AioRpcError as error:
-            return _status(error)
+            return status_of(error)
         if response.decision == access_pb2.ACCESS_DECISION_GRANTED:
             return "GRANTED"
         return access_pb2.DenyReason.Name(response.deny_reason)
@@ -266,25 +122,6 @@ def validate_caller(channels: list[grpc.aio.Channel], pins: list[str]) -> Call:
 
 
 # --- servers (run in the children) ----------------------------------------------------------
-
-
-async def serve_echo(certs: Path) -> None:
-    from gatehouse.runtime.tls import CertificatePaths, server_credentials  # noqa: PLC0415
-
-    async def echo(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
-        return request
-
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("bench.Echo", {
-            "Echo": grpc.unary_unary_rpc_method_handler(echo)
-        }),)
-    )  # fmt: skip
-    port = server.add_secure_port(
-        f"{HOST}:0", server_credentials(CertificatePaths.for_name(certs, "access"))
-    )
-    await server.start()
-    await _announce_and_wait(port, server.stop)
 
 
 class FixedDirectory:
@@ -366,42 +203,10 @@ async def serve_access(
         await live.stop()
         await bus.close()
 
-    await _announce_and_wait(port, lambda _grace: stop())
+    await announce_and_wait(port, lambda _grace: stop())
 
 
 # --- the run ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Keys:
-    token: str
-    jwks_file: Path
-
-
-def make_keys(directory: Path) -> Keys:
-    key = Ed25519PrivateKey.generate()
-    public = json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(key.public_key()))
-    public.update(kid=KID, use="sig", alg="EdDSA")
-    jwks_file = directory / "jwks.json"
-    jwks_file.write_text(json.dumps({"keys": [public]}))
-    now = datetime.now(UTC)
-    claims = {
-        "sub": "users/bench",
-        "jti": str(uuid.uuid4()),
-        "iss": "gatehouse",
-        "aud": "gatehouse",
-        "iat": now,
-        "exp": now + timedelta(hours=2),
-        "permissions": PERMISSIONS,
-    }
-    token = jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": KID})
-    return Keys(token, jwks_file)
-
-
-def channel_to(certs: Path, port: int, identity: str = "client") -> grpc.aio.Channel:
-    return ChannelFactory(ClientCredentials.from_directory(certs, identity)).channel(
-        f"{HOST}:{port}"
-    )
 
 
 def controller_identity(certs: Path, index: int) -> str:
@@ -417,7 +222,7 @@ def controller_identity(certs: Path, index: int) -> str:
 
 
 async def bench_echo(certs: Path, concurrency: int, duration: float) -> Result:
-    child = await start_child("echo", "--certs", str(certs))
+    child = await start_child("bench.access", ["echo", "--certs", str(certs)])
     try:
         async with channel_to(certs, child.port) as channel:
             await channel.channel_ready()
@@ -460,10 +265,10 @@ async def bench_backend(
     duration: float,
     buildings: int,
 ) -> Result:
-    child = await start_child(
+    child = await start_child("bench.access", [
         backend, "--certs", str(certs), "--url", url, "--jwks", str(keys.jwks_file),
         "--home", str(home), "--buildings", str(buildings),
-    )  # fmt: skip
+    ])  # fmt: skip
     try:
         async with contextlib.AsyncExitStack() as stack:
             operator = await stack.enter_async_context(channel_to(certs, child.port))
@@ -495,7 +300,7 @@ async def run(
 
         certs = root / "certs"
         ensure_dev_certificates(certs, certificate_identities())
-        keys = make_keys(root)
+        keys = make_keys(root, PERMISSIONS)
         results = [await bench_echo(certs, concurrency, duration)]
         for backend in backends:
             home = root / backend
@@ -558,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve == "echo":
-        asyncio.run(serve_echo(args.certs))
+        asyncio.run(serve_echo(args.certs, "access"))
         return 0
     if args.serve is not None:
         jwks = json.loads(args.jwks.read_text())

@@ -68,7 +68,7 @@ async def test_unreachable_database_stops_the_start_before_any_port_opens(
     assert all(server.port == 0 for server in mesh.servers.values())
 
 
-def test_several_services_may_not_share_one_database(settings: Settings) -> None:
+async def test_several_services_may_not_share_one_database(settings: Settings) -> None:
     shared = settings.model_copy(
         update={"database_url": "postgresql+asyncpg://127.0.0.1/gatehouse"}
     )

@@ -1,5 +1,5 @@
 """The `gatehouse` command: up, serve, migrate, health, certs, edge, events, auth, payments,
-simulate, watch."""
+simulate, watch, mail."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from gatehouse.auth import cli as auth_cli
 from gatehouse.cli import events_command, health_check, migrate_command
 from gatehouse.mesh.catalog import all_services, certificate_identities
 from gatehouse.monitoring import cli as monitoring_cli
+from gatehouse.notifications import cli as notifications_cli
 from gatehouse.payments import cli as payments_cli
 from gatehouse.runtime.config import (
     SERVICE_NAMES,
@@ -41,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "events": events_command.run,
         "auth": auth_cli.run,
         "payments": payments_cli.run,
+        "mail": notifications_cli.run,
         "simulate": monitoring_cli.run,
         "watch": monitoring_cli.run,
         "up": _serve,
@@ -121,6 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     auth_cli.register(commands)
     payments_cli.register(commands)
     monitoring_cli.register(commands)
+    notifications_cli.register(commands)
     return parser
 
 

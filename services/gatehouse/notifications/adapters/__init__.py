@@ -1,0 +1,1 @@
+"""The notifications adapters: tables, repositories, senders, the template cache, the sink."""

@@ -1,0 +1,1 @@
+"""The notifications use cases: plain async functions over a unit of work."""
