@@ -23,6 +23,7 @@ from gatehouse.clients.interceptors import (
     DefaultDeadline,
     IdempotencyKey,
     TokenProvider,
+    TraceContext,
     interceptors_for,
 )
 from gatehouse.clients.retry import RetryPolicy, service_config
@@ -60,8 +61,8 @@ class ClientCredentials:
 class ChannelFactory:
     """Builds secure channels to Gatehouse services.
 
-    With nothing but credentials, a channel is plain mTLS (what health checks and tests that
-    speak raw gRPC want). The options add, for every channel made:
+    With nothing but credentials, a channel is mTLS plus the trace context (what health checks
+    and tests that speak raw gRPC want). The options add, for every channel made:
 
     - `token_provider`: `authorization: Bearer <token>` on every call (`BearerToken`);
     - `default_timeout`: a deadline for unary and client-streaming calls that have none
@@ -70,6 +71,9 @@ class ChannelFactory:
       `channel()`, and empty `request_id` fields are filled before sending
       (`IdempotencyKey`). The two come together: retrying a mutating call is only safe when
       every attempt carries the same id.
+
+    Every channel passes on the current span's W3C trace context (`TraceContext`), so a call
+    made while serving a request or handling an event stays in that trace.
     """
 
     def __init__(
@@ -85,7 +89,7 @@ class ChannelFactory:
         self._retry = retry
         self._server_name_override = server_name_override
         # Outermost first: the id is in the message before anything else looks at the call.
-        concerns: list[CallConcern] = []
+        concerns: list[CallConcern] = [TraceContext()]
         if retry is not None:
             concerns.append(IdempotencyKey())
         if default_timeout is not None:

@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
 from opentelemetry import trace
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
@@ -19,33 +18,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from gatehouse.runtime.config import ConfigurationError, Settings
 from gatehouse.runtime.telemetry import create_tracer_provider, tracer_provider_from_settings
 from gatehouse.runtime.tls import CA_FILE, CertificatePaths
-
-
-class Collector(trace_service_pb2_grpc.TraceServiceServicer):
-    """What an OpenTelemetry Collector's OTLP receiver does, minus the pipeline."""
-
-    def __init__(self) -> None:
-        self.requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
-        self.arrived = asyncio.Event()
-
-    async def Export(
-        self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any
-    ) -> trace_service_pb2.ExportTraceServiceResponse:
-        self.requests.append(request)
-        self.arrived.set()
-        return trace_service_pb2.ExportTraceServiceResponse()
-
-    def spans(self) -> list[tuple[str, str]]:
-        """(service.name, span name) of everything received."""
-        found = []
-        for request in self.requests:
-            for resource_spans in request.resource_spans:
-                attributes = {
-                    a.key: a.value.string_value for a in resource_spans.resource.attributes
-                }
-                for scope in resource_spans.scope_spans:
-                    found += [(attributes["service.name"], span.name) for span in scope.spans]
-        return found
+from tests.support.otlp import Collector
 
 
 async def _collector(certs_dir: Path | None) -> tuple[grpc.aio.Server, int, Collector]:

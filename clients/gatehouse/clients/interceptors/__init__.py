@@ -9,6 +9,7 @@ from gatehouse.clients.interceptors.base import (
 from gatehouse.clients.interceptors.bearer import BearerToken, TokenProvider, bearer_token
 from gatehouse.clients.interceptors.deadline import DefaultDeadline
 from gatehouse.clients.interceptors.idempotency import IdempotencyKey, carries_request_id
+from gatehouse.clients.interceptors.tracing import TraceContext
 
 __all__ = [
     "ALL_KINDS",
@@ -18,6 +19,7 @@ __all__ = [
     "DefaultDeadline",
     "IdempotencyKey",
     "TokenProvider",
+    "TraceContext",
     "bearer_token",
     "carries_request_id",
     "interceptors_for",
