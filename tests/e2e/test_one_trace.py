@@ -1,7 +1,8 @@
-"""One trace from a REST call at the edge, through the services and across the event bus
-(issue #10): Envoy -> payments (ProcessPayment) -> `payment.processed` -> notifications (the
-receipt) -> auth (who the payer is). Envoy exports its span over OTLP to a collector; the
-services' spans are read from an in-memory exporter."""
+"""One trace through the edge, the services and the event bus (issue #10). A client that
+traces its own work (one `traceparent` for a sign-in and a payment) sees it continued by
+Envoy -> auth (Login), and by Envoy -> payments (ProcessPayment, over REST) ->
+`payment.processed` -> notifications (the receipt) -> auth (who the payer is). Envoy exports
+its spans over OTLP to a real receiver; the services' spans come from an in-memory exporter."""
 
 from __future__ import annotations
 
@@ -71,9 +72,14 @@ async def test_one_trace_from_the_edge_across_the_bus(
                 private_key=(certs / "client-key.pem").read_bytes(),
                 certificate_chain=(certs / "client.pem").read_bytes(),
             )
+            # The client's own trace, as an instrumented app would send it.
+            trace = int(uuid.uuid4().hex, 16)
+            traceparent = f"00-{trace:032x}-{uuid.uuid4().hex[:16]}-01"
             async with grpc.aio.secure_channel(f"localhost:{edge.port}", credentials) as channel:
                 login = await auth_pb2_grpc.AuthServiceStub(channel).Login(
-                    auth_pb2.LoginRequest(email=ADMIN_EMAIL, password=ADMIN_PASSWORD), timeout=30
+                    auth_pb2.LoginRequest(email=ADMIN_EMAIL, password=ADMIN_PASSWORD),
+                    metadata=(("traceparent", traceparent),),
+                    timeout=30,
                 )
                 token = login.tokens.access_token
                 created = await payments_pb2_grpc.PaymentsServiceStub(channel).CreatePayment(
@@ -85,18 +91,20 @@ async def test_one_trace_from_the_edge_across_the_bus(
                 )
             # The traced call: REST, as a browser or a script would make it.
             response = await asyncio.to_thread(
-                _post, edge, f"/v1/{created.payment.name}:process", token
+                _post, edge, f"/v1/{created.payment.name}:process", token, traceparent
             )
             assert json.loads(response)["payment"]["status"] == "PAYMENT_STATUS_COMPLETED"
 
-            process = "gatehouse.payments.v1.PaymentsService/ProcessPayment"
-            receipt = "process payment.processed"
-            who = "gatehouse.auth.v1.AuthService/GetUser"
+            steps = (
+                "gatehouse.auth.v1.AuthService/Login",
+                "gatehouse.payments.v1.PaymentsService/ProcessPayment",
+                "process payment.processed",  # the receipt, in notifications' consumer
+                "gatehouse.auth.v1.AuthService/GetUser",  # notifications asking who paid
+            )
             async with asyncio.timeout(30):
                 while True:
                     spans = list(exported.get_finished_spans())
-                    (trace,) = trace_of(spans, process) or {0}
-                    if trace and trace in trace_of(spans, receipt) & trace_of(spans, who):
+                    if all(trace in trace_of(spans, step) for step in steps):
                         break
                     await asyncio.sleep(0.1)
             # Envoy exports its spans in batches, every few seconds.
@@ -110,11 +118,11 @@ async def test_one_trace_from_the_edge_across_the_bus(
             await edge.stop()
             await mesh.stop(grace=0)
     # The receipt's consumer continued the request's trace, not a trace of its own.
-    (consumer,) = [s for s in spans if s.name == receipt and s.context.trace_id == trace]
+    (consumer,) = [s for s in spans if s.name == steps[2] and s.context.trace_id == trace]
     assert consumer.parent is not None
 
 
-def _post(edge: EdgeProcess, path: str, token: str) -> bytes:
+def _post(edge: EdgeProcess, path: str, token: str, traceparent: str) -> bytes:
     import http.client  # noqa: PLC0415
     import ssl  # noqa: PLC0415
 
@@ -125,7 +133,11 @@ def _post(edge: EdgeProcess, path: str, token: str) -> bytes:
             "POST",
             path,
             body=json.dumps({"requestId": str(uuid.uuid4())}),
-            headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
+            headers={
+                "authorization": f"Bearer {token}",
+                "content-type": "application/json",
+                "traceparent": traceparent,
+            },
         )
         response = connection.getresponse()
         body = response.read()
