@@ -16,6 +16,7 @@ import contextlib
 import contextvars
 import datetime as dt
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
@@ -34,6 +35,11 @@ AUTHORIZATION_HEADER = "authorization"
 DEVICE_TOKEN_HEADER = "x-gatehouse-device-token"  # noqa: S105 - a header name, not a secret
 # Set by Envoy at the edge; trusted only when the mTLS peer is Envoy itself.
 FORWARDED_FOR_HEADER = "x-forwarded-for"
+# The client certificate Envoy verified at the edge (`forward_client_cert_details: SANITIZE_SET`,
+# so a client cannot supply its own); trusted only from Envoy, like the address.
+FORWARDED_CLIENT_CERT_HEADER = "x-forwarded-client-cert"
+# The identity a device certificate carries (`gatehouse certs device`).
+DEVICE_IDENTITY = re.compile(r"spiffe://gatehouse/buildings/[^/]+/devices/[^/]+")
 EDGE_SPIFFE_ID = "spiffe://gatehouse/envoy"
 # Only asymmetric algorithms: a leaked verification key must never let anyone mint tokens,
 # and `alg: none` is never accepted.
@@ -63,11 +69,23 @@ class Caller:
     claims: TokenClaims | None = None
     client_address: str | None = None
     device_token: str | None = None
+    # The SPIFFE URI of the client certificate Envoy verified, for calls through the edge.
+    edge_client_id: str | None = None
 
     @property
     def user(self) -> str | None:
         """Resource name of the end user (`users/{id}`), if a valid token was presented."""
         return self.claims.subject if self.claims else None
+
+    @property
+    def device_spiffe_id(self) -> str | None:
+        """The device whose certificate made this call: presented to the service itself, or
+        to the edge, which vouches for it. Only device identities count from the edge: a
+        service's certificate shown to Envoy must never make an outside call internal."""
+        for candidate in (self.peer_spiffe_id, self.edge_client_id):
+            if candidate and DEVICE_IDENTITY.fullmatch(candidate):
+                return candidate
+        return None
 
 
 ANONYMOUS = Caller(peer_spiffe_id=None)
@@ -295,6 +313,7 @@ class AuthenticationInterceptor(ScopedInterceptor):
             claims=claims,
             client_address=address,
             device_token=metadata.get(DEVICE_TOKEN_HEADER),
+            edge_client_id=forwarded_client_id(peer, metadata),
         )
         _observe(caller)
         reset_token = _current.set(caller)
@@ -315,6 +334,21 @@ def peer_spiffe_id(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
             text = value.decode() if isinstance(value, bytes) else str(value)
             if text.startswith("spiffe://"):
                 return text
+    return None
+
+
+def forwarded_client_id(peer: str | None, metadata: Mapping[str, str]) -> str | None:
+    """The `URI` of the element Envoy added to `x-forwarded-client-cert` (the last one), when
+    Envoy is the peer; anyone else's header is ignored."""
+    header = metadata.get(FORWARDED_CLIENT_CERT_HEADER)
+    if peer != EDGE_SPIFFE_ID or not header:
+        return None
+    element = header.rsplit(",", 1)[-1]
+    for pair in element.split(";"):
+        key, _, value = pair.strip().partition("=")
+        if key.lower() == "uri":
+            uri = value.strip('"')
+            return uri if uri.startswith("spiffe://") else None
     return None
 
 

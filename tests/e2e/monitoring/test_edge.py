@@ -13,10 +13,12 @@ import ssl
 import threading
 from typing import Any
 
+import grpc
 import pytest
 
 from gatehouse.monitoring.simulator import SimulatedDevice
 from gatehouse.monitoring.v1 import monitoring_pb2
+from gatehouse.runtime.tls import issue_device_certificate
 from tests.e2e.edge.conftest import Edge, StartEdge, issuer, mesh, start_edge
 from tests.support.tokens import TestIssuer
 
@@ -162,3 +164,44 @@ async def test_device_session_through_the_edge(edge: Edge, issuer: TestIssuer) -
             pytest.fail("the tamper alert never showed up")
         await simulated.close()
         assert await simulated.wait_ended() is None
+
+
+def _device_channel(edge: Edge, device: str) -> grpc.aio.Channel:
+    """A channel to the edge presenting `device`'s own certificate (the dev CA's)."""
+    paths = issue_device_certificate(edge.certs, device)
+    ca, chain, key = paths.read()
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=ca, private_key=key, certificate_chain=chain
+    )
+    return grpc.aio.secure_channel(f"localhost:{edge.port}", credentials)
+
+
+async def test_a_device_certificate_shown_to_the_edge_identifies_the_device(
+    edge: Edge, issuer: TestIssuer
+) -> None:
+    token = issuer.token(permissions=["monitoring.*"])
+    created = await edge.rest(
+        "POST",
+        "/v1/buildings",
+        json.dumps({"displayName": "Certified tower", "timeZone": "UTC"}),
+        token=token,
+    )
+    building = created.json()["building"]["name"]
+    # The default credential: the device's certificate, no token.
+    registered = await edge.rest(
+        "POST", f"/v1/{building}/devices", json.dumps({"kind": "DEVICE_KIND_SENSOR"}), token=token
+    )
+    assert registered.status == 200, registered.body
+    device = registered.json()["device"]["name"]
+    async with _device_channel(edge, device) as channel:
+        simulated = SimulatedDevice(channel, device)
+        welcome = await simulated.connect()
+        assert welcome.session_id
+        await simulated.heartbeat()
+        await simulated.close()
+    # Envoy vouches for the certificate it verified, and for nothing else: another device's
+    # certificate does not make its holder this device.
+    async with _device_channel(edge, f"{building}/devices/impostor") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await SimulatedDevice(channel, device).connect()
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -280,7 +280,7 @@ async def validate_pin(
     keyed.CopyFrom(request)
     keyed.pin = digest
     key = idempotency_key("ValidatePin", caller, keyed)
-    device = names.device_of_spiffe_id(caller.peer_spiffe_id)
+    device = names.device_of_spiffe_id(caller.device_spiffe_id)
     if device is None or device[0] != building_id:
         # A device of another building learns nothing about this one's doors.
         raise _not_bound(caller, request.door)
@@ -289,7 +289,10 @@ async def validate_pin(
         raise _not_bound(caller, request.door)
     building = await building_or_404(deps, building_id)
     zone = zone_of(building)
-    actor = Actor(service=caller.peer_spiffe_id or "", client_address=caller.client_address or "")
+    actor = Actor(
+        service=caller.device_spiffe_id or caller.peer_spiffe_id or "",
+        client_address=caller.client_address or "",
+    )
 
     async def work(uow: AccessUnitOfWork) -> Reply:
         # Every decision of the building waits here for the one before it to commit: use

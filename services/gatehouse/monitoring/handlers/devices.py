@@ -246,7 +246,7 @@ async def authenticate_device(name: str, caller: Caller, uow: MonitoringUnitOfWo
         raise InvalidArgument(
             [FieldViolation("name", "must look like buildings/{id}/devices/{id}")]
         )
-    certified = names.device_of_spiffe_id(caller.peer_spiffe_id)
+    certified = names.device_of_spiffe_id(caller.device_spiffe_id)
     if certified is not None and certified != name:
         raise identity_mismatch()
     tokened: Device | None = None
