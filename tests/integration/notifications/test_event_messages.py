@@ -1,21 +1,20 @@
 """Event-driven messages end to end: the producing service's RPC -> its outbox -> the shared
 in-process bus -> the notifications consumer -> the delivery worker -> real mail in the SMTP
-sink. Auth, payments and monitoring run for real; access is being built elsewhere, so its
-events are published exactly as access/v1/events.proto defines them.
+sink. Auth, payments, monitoring and access run for real.
 
 Producer and notifications keep separate databases, as in production (one per service)."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import timestamp_pb2
 
 from gatehouse.access.v1 import access_pb2
-from gatehouse.access.v1 import events_pb2 as access_events
 from gatehouse.auth.v1 import auth_pb2
 from gatehouse.clients.channel import ChannelFactory, ClientCredentials
 from gatehouse.common.v1 import common_pb2
@@ -27,7 +26,9 @@ from gatehouse.notifications.v1 import notifications_pb2 as pb
 from gatehouse.runtime.bus import InProcessEventBus
 from gatehouse.runtime.config import Settings
 from gatehouse.runtime.db import sqlite_url
-from gatehouse.runtime.events import new_event, stream_for
+from gatehouse.runtime.events import stream_for
+from tests.integration.access.harness import door as access_door
+from tests.integration.access.harness import running_access
 from tests.integration.monitoring.harness import running_monitoring
 from tests.integration.notifications.harness import (
     NotificationsHarness,
@@ -218,48 +219,59 @@ async def test_monitoring_alert_reaches_the_on_call_role(
 
 
 async def test_access_visitor_and_emergency_events(
-    settings: Settings, certs_dir: Path, tmp_path: Path
+    settings: Settings, certs_dir: Path, database_url: str, tmp_path: Path
 ) -> None:
     bus = InProcessEventBus()
-    async with running_notifications(
-        notifications_database(tmp_path),
-        settings,
-        certs_dir,
-        bus=bus,
-        consumers=True,
-        worker=True,
-        directory=people(),
-    ) as notifications:
-        visitor = new_event(
-            "visitor.checked_in",
-            source="access",
-            subject="buildings/b1/visitors/v1",
-            data=access_events.VisitorCheckedIn(
-                visitor="buildings/b1/visitors/v1",
-                display_name="Vera Visitor",
-                company="Acme",
-                host=ALICE,
-                method=access_pb2.CHECK_IN_METHOD_RECEPTION,
-                building="buildings/b1",
-            ),
+    async with (
+        running_access(settings, certs_dir, database_url, bus=bus) as access,
+        running_notifications(
+            notifications_database(tmp_path),
+            settings,
+            certs_dir,
+            bus=bus,
+            consumers=True,
+            worker=True,
+            directory=people(),
+        ) as notifications,
+    ):
+        # A visitor's day at access (its clock: a morning to come), the host told at once.
+        arrival = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+        access.clock.set(arrival - timedelta(hours=2))
+        reception = await access.operator()
+        registered = await reception.RegisterVisitor(
+            access_pb2.RegisterVisitorRequest(
+                parent="buildings/b1",
+                visitor=access_pb2.Visitor(
+                    display_name="Vera Visitor",
+                    company="Acme",
+                    host=ALICE,
+                    expected_arrival_time=timestamp_pb2.Timestamp(seconds=int(arrival.timestamp())),
+                    doors=[access_door("main")],
+                ),
+                request_id=request_id(),
+            )
         )
-        await bus.publish(stream_for(visitor.type), visitor)
+        access.clock.set(arrival + timedelta(minutes=5))
+        await reception.CheckInVisitor(
+            access_pb2.CheckInVisitorRequest(
+                parent="buildings/b1",
+                invitation_code=registered.invitation_code,
+                request_id=request_id(),
+            )
+        )
         [arrived] = await mail_to(notifications, "alice@example.com")
         assert arrived.subject == "Vera Visitor has arrived"
         assert "(Acme)" in arrived.part("text/plain")
 
-        emergency = new_event(
-            "emergency.triggered",
-            source="access",
-            subject="buildings/b1/emergency",
-            data=access_events.EmergencyTriggered(
-                emergency="buildings/b1/emergency",
+        triggered = await reception.TriggerEmergency(
+            access_pb2.TriggerEmergencyRequest(
+                name="buildings/b1/emergency",
                 mode=access_pb2.EMERGENCY_MODE_UNLOCK_ALL,
                 reason="Fire alarm",
-                building="buildings/b1",
-            ),
+                request_id=request_id(),
+            )
         )
-        await bus.publish(stream_for(emergency.type), emergency)
+        assert triggered.emergency.active
         # Everyone concerned, at once: EMERGENCY bypasses the rate limit (Alice just got mail).
         for address, count in (
             ("alice@example.com", 2),
@@ -269,7 +281,12 @@ async def test_access_visitor_and_emergency_events(
             mails = await mail_to(notifications, address, count)
             assert mails[-1].subject == "EMERGENCY at buildings/b1"
             assert "evacuate" in mails[-1].part("text/plain")
-        # A redelivered event sends nothing new.
+        # The same event delivered again (a consumer's redelivery) sends nothing new.
+        [emergency] = [
+            event
+            for _, event in await bus.read(stream_for("emergency.triggered"), after=None)
+            if event.type == "emergency.triggered"
+        ]
         await bus.publish(stream_for(emergency.type), emergency)
         await asyncio.sleep(1.5)
         assert len([m for m in notifications.sink.received if "EMERGENCY" in m.subject]) == 3
