@@ -32,7 +32,7 @@ from gatehouse.common.v1 import authorization_pb2, common_pb2
 from gatehouse.events.v1 import security_pb2
 from gatehouse.runtime.bus import EventBus
 from gatehouse.runtime.config import SERVICE_NAMES
-from gatehouse.runtime.errors import DomainError, PermissionDenied, Unauthenticated
+from gatehouse.runtime.errors import AccessRefused, DomainError, PermissionDenied, Unauthenticated
 from gatehouse.runtime.events import new_event, stream_for
 from gatehouse.runtime.identity import Caller, current_caller
 from gatehouse.runtime.interception import ScopedInterceptor
@@ -220,4 +220,9 @@ class AuthorizationInterceptor(ScopedInterceptor):
             except (Unauthenticated, PermissionDenied) as denial:
                 await self._audit.record(method, caller, denial)
                 raise
-        yield
+        try:
+            yield
+        except AccessRefused as refusal:
+            # The handler's own refusal: audited like the rule's.
+            await self._audit.record(method, current_caller(), refusal)
+            raise

@@ -112,6 +112,22 @@ class PermissionDenied(DomainError):
     default_reason = "PERMISSION_DENIED"
 
 
+class AccessRefused(PermissionDenied):
+    """A refusal a handler decides beyond the contract's access rule (whose payment this is,
+    which door this controller serves). Raised as PERMISSION_DENIED like any other; the
+    authorization interceptor also hands it to the service's denial audit, so it reaches the
+    security audit trail like the rule's own refusals."""
+
+
+def permission_missing(permission: str) -> AccessRefused:
+    """The refusal of a caller who lacks `permission` for what it asked."""
+    return AccessRefused(
+        f"missing permission {permission}",
+        reason="PERMISSION_MISSING",
+        metadata={"permission": permission},
+    )
+
+
 class NotFound(DomainError):
     code = grpc.StatusCode.NOT_FOUND
     default_reason = "NOT_FOUND"

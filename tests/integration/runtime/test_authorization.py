@@ -15,7 +15,7 @@ import pytest
 from gatehouse.auth.v1 import auth_pb2, auth_pb2_grpc
 from gatehouse.monitoring.v1 import monitoring_pb2, monitoring_pb2_grpc
 from gatehouse.runtime.authorization import AccessRule, grants
-from gatehouse.runtime.errors import DomainError
+from gatehouse.runtime.errors import DomainError, PermissionDenied, permission_missing
 from gatehouse.runtime.identity import (
     DEVICE_TOKEN_HEADER,
     Caller,
@@ -46,6 +46,11 @@ class OpenAuth(auth_pb2_grpc.AuthServiceServicer):
         return auth_pb2.GetCurrentUserResponse()
 
     async def GetUser(self, request: Any, context: Any) -> Any:
+        # A handler's own refusals: one about access (audited), one about the request (not).
+        if request.name == "users/someone-elses":
+            raise permission_missing("auth.users.read_all")
+        if request.name == "users/locked":
+            raise PermissionDenied("locked", reason="ACCOUNT_LOCKED")
         return auth_pb2.GetUserResponse()
 
     async def IntrospectToken(self, request: Any, context: Any) -> Any:
@@ -167,6 +172,27 @@ async def test_token_without_the_permission_is_denied_and_audited(
     assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
     info = error_info(rich_status(raised.value))
     assert (info.reason, info.metadata["permission"]) == ("PERMISSION_MISSING", "auth.users.read")
+    assert audit.denials == [
+        ("/gatehouse.auth.v1.AuthService/GetUser", "users/u1", "PERMISSION_MISSING")
+    ]
+
+
+async def test_a_handlers_access_refusal_is_audited_like_the_rules(
+    ports: dict[str, int], certs_dir: Path, issuer: TestIssuer, audit: RecordingAudit
+) -> None:
+    token = issuer.bearer(subject="users/u1", permissions=["auth.users.read"])
+    for name, reason in (
+        ("users/someone-elses", "PERMISSION_MISSING"),
+        ("users/locked", "ACCOUNT_LOCKED"),
+    ):
+        async with channel_to(certs_dir)(ports["auth"]) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await auth_pb2_grpc.AuthServiceStub(channel).GetUser(
+                    auth_pb2.GetUserRequest(name=name), metadata=token
+                )
+        assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert error_info(rich_status(raised.value)).reason == reason
+    # Only the refusal about access joins the audit trail.
     assert audit.denials == [
         ("/gatehouse.auth.v1.AuthService/GetUser", "users/u1", "PERMISSION_MISSING")
     ]

@@ -8,7 +8,6 @@ caller's request id, so a retry asks monitoring for the same command (never a se
 
 from __future__ import annotations
 
-import logging
 import uuid
 from datetime import timedelta
 
@@ -19,7 +18,6 @@ from gatehouse.access.domain import names
 from gatehouse.access.domain.chain import Decision, EntryKind, LogEntry
 from gatehouse.access.domain.grants import Actor
 from gatehouse.access.handlers.common import (
-    SERVICE_PATH,
     AccessDeps,
     IdempotencyKey,
     Reply,
@@ -46,16 +44,14 @@ from gatehouse.access.v1 import access_pb2
 from gatehouse.access.v1 import events_pb2 as events
 from gatehouse.runtime.authorization import grants
 from gatehouse.runtime.errors import (
+    AccessRefused,
     DeadlineExceeded,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
-    PermissionDenied,
     Unavailable,
 )
 from gatehouse.runtime.identity import Caller
-
-audit = logging.getLogger("gatehouse.audit")
 
 EMERGENCY_PERMISSION = "access.emergency"
 DEFAULT_UNLOCK = timedelta(seconds=5)
@@ -67,20 +63,8 @@ def _may_override(caller: Caller) -> bool:
     return caller.claims is not None and grants(caller.claims.permissions, EMERGENCY_PERMISSION)
 
 
-def _missing_emergency(caller: Caller) -> PermissionDenied:
-    audit.warning(
-        "security.access_denied %s/OpenDoor PERMISSION_MISSING",
-        SERVICE_PATH,
-        extra={
-            "event": "security.access_denied",
-            "rpc_method": f"/{SERVICE_PATH}/OpenDoor",
-            "reason": "PERMISSION_MISSING",
-            "user": caller.user,
-            "peer": caller.peer_spiffe_id,
-            "client_address": caller.client_address,
-        },
-    )
-    return PermissionDenied(
+def _missing_emergency() -> AccessRefused:
+    return AccessRefused(
         f"missing permission {EMERGENCY_PERMISSION} (override_lockdown)",
         reason="PERMISSION_MISSING",
         metadata={"permission": EMERGENCY_PERMISSION},
@@ -177,7 +161,7 @@ async def open_door(
     unlock = _unlock_duration(request)
     # Permission before existence (AIP-211).
     if request.override_lockdown and not _may_override(caller):
-        raise _missing_emergency(caller)
+        raise _missing_emergency()
     door = await door_or_404(deps, building_id, door_id)
     first = await replayed(uow_factory, deps, key, access_pb2.OpenDoorResponse.FromString)
     if first is not None:

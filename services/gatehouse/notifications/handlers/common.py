@@ -38,13 +38,11 @@ from gatehouse.runtime.errors import (
     AlreadyExists,
     FieldViolation,
     InvalidArgument,
-    PermissionDenied,
 )
 from gatehouse.runtime.events import new_event
 from gatehouse.runtime.ids import new_ulid
 
 log = logging.getLogger("gatehouse.notifications")
-audit = logging.getLogger("gatehouse.audit")
 
 SERVICE_PATH = "gatehouse.notifications.v1.NotificationsService"
 SOURCE = "notifications"
@@ -119,33 +117,6 @@ class NotificationsDeps:
 
 
 # --- access ----------------------------------------------------------------------------------
-
-
-def permission_missing(permission: str) -> PermissionDenied:
-    return PermissionDenied(
-        f"missing permission {permission}",
-        reason=PERMISSION_MISSING,
-        metadata={"permission": permission},
-    )
-
-
-def deny(principal: Principal, action: str, permission: str) -> PermissionDenied:
-    """A refusal decided here (beyond the contract's access rule), audited like the rule's."""
-    audit.warning(
-        "security.access_denied %s/%s %s",
-        SERVICE_PATH,
-        action,
-        PERMISSION_MISSING,
-        extra={
-            "event": "security.access_denied",
-            "rpc_method": f"/{SERVICE_PATH}/{action}",
-            "reason": PERMISSION_MISSING,
-            "user": principal.user or None,
-            "peer": principal.service or None,
-            "client_address": principal.client_address or None,
-        },
-    )
-    return permission_missing(permission)
 
 
 def may_see(notification: Notification, principal: Principal) -> bool:

@@ -24,7 +24,6 @@ from gatehouse.notifications.handlers.common import (
     READ_ALL,
     NotificationsDeps,
     Principal,
-    deny,
     replayed,
     reply_key,
 )
@@ -37,11 +36,13 @@ from gatehouse.notifications.handlers.send import AddressInput, literal_address
 from gatehouse.runtime.db import DuplicateKeyError
 from gatehouse.runtime.errors import (
     Aborted,
+    AccessRefused,
     FieldViolation,
     InvalidArgument,
     NotFound,
     PermissionDenied,
     Unavailable,
+    permission_missing,
 )
 
 INVALID_UPDATE_MASK = "INVALID_UPDATE_MASK"
@@ -167,11 +168,10 @@ async def set_preferences(
 ) -> Preferences:
     user = owner_of(command.name, principal)
     if user != principal.user:
-        audit_denial = deny(principal, "SetPreferences", "self")
-        raise PermissionDenied(
+        raise AccessRefused(
             "only the user may set their own notification preferences",
             reason=PERMISSION_MISSING,
-            metadata=audit_denial.metadata,
+            metadata={"permission": "self"},
         )
     names = _fields(command.fields)
     if command.preferred_locale and not check_locale(command.preferred_locale):
@@ -229,7 +229,7 @@ async def get_preferences(
     user = owner_of(name, principal)
     own = user == principal.user
     if not own and not principal.has(READ_ALL):
-        raise deny(principal, "GetPreferences", READ_ALL)
+        raise permission_missing(READ_ALL)
     async with uow as tx:
         stored = await tx.preferences.get(user)
     if stored is not None or own:

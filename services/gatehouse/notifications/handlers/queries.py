@@ -22,7 +22,6 @@ from gatehouse.notifications.handlers.common import (
     USER_NAME,
     NotificationsDeps,
     Principal,
-    deny,
     may_see,
 )
 from gatehouse.notifications.handlers.ports import (
@@ -31,7 +30,7 @@ from gatehouse.notifications.handlers.ports import (
     PageCursor,
     StatsRow,
 )
-from gatehouse.runtime.errors import FieldViolation, InvalidArgument, NotFound
+from gatehouse.runtime.errors import FieldViolation, InvalidArgument, NotFound, permission_missing
 
 NOTIFICATION_NOT_FOUND = "NOTIFICATION_NOT_FOUND"
 INVALID_PAGE_TOKEN = "INVALID_PAGE_TOKEN"  # noqa: S105 - an error reason, not a secret
@@ -50,9 +49,9 @@ async def get_notification(
     if found is None:
         if principal.has(READ_ALL):
             raise NotFound(f"notifications/{notification_id}", reason=NOTIFICATION_NOT_FOUND)
-        raise deny(principal, "GetNotification", READ_ALL)
+        raise permission_missing(READ_ALL)
     if not may_see(found, principal):
-        raise deny(principal, "GetNotification", READ_ALL)
+        raise permission_missing(READ_ALL)
     return found
 
 
@@ -122,16 +121,16 @@ def _recipient_filter(
         if USER_NAME.fullmatch(recipient) is None:
             raise _bad_recipient()
         if recipient != principal.user and not principal.has(READ_ALL):
-            raise deny(principal, "ListNotifications", READ_ALL)
+            raise permission_missing(READ_ALL)
         return {"user": recipient}
     if recipient.startswith("roles/"):
         if ROLE_NAME.fullmatch(recipient) is None:
             raise _bad_recipient()
         if not principal.has(READ_ALL):
-            raise deny(principal, "ListNotifications", READ_ALL)
+            raise permission_missing(READ_ALL)
         return {"role": recipient}
     if not principal.has(READ_ALL):
-        raise deny(principal, "ListNotifications", READ_ALL)
+        raise permission_missing(READ_ALL)
     kind = (
         AddressKind.EMAIL
         if "@" in recipient

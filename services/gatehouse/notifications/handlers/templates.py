@@ -20,7 +20,6 @@ from gatehouse.notifications.handlers.common import (
     SEND,
     NotificationsDeps,
     Principal,
-    deny,
     replayed,
     reply_key,
 )
@@ -33,6 +32,7 @@ from gatehouse.runtime.errors import (
     InvalidArgument,
     NotFound,
     Unavailable,
+    permission_missing,
 )
 
 TEMPLATE_ALREADY_EXISTS = "TEMPLATE_ALREADY_EXISTS"
@@ -66,9 +66,9 @@ class UpdateTemplate:
     channel_given: bool = False
 
 
-def _can_read(principal: Principal, action: str) -> None:
+def _can_read(principal: Principal) -> None:
     if not (principal.has(SEND) or principal.has(MANAGE_TEMPLATES)):
-        raise deny(principal, action, SEND)
+        raise permission_missing(SEND)
 
 
 def _decode(body: bytes) -> Template:
@@ -224,7 +224,7 @@ async def get_template(
     principal: Principal,
     uow: NotificationsUnitOfWork,
 ) -> Template:
-    _can_read(principal, "GetTemplate")
+    _can_read(principal)
     if version < 0:
         raise InvalidArgument(
             [FieldViolation("version", "must not be negative")], reason=INVALID_VERSION
@@ -273,7 +273,7 @@ async def list_templates(
     principal: Principal,
     uow: NotificationsUnitOfWork,
 ) -> TemplatePage:
-    _can_read(principal, "ListTemplates")
+    _can_read(principal)
     after = _read_token(page_token, channel) if page_token else ""
     size = 50 if page_size == 0 else min(page_size, 500)
     async with uow as tx:

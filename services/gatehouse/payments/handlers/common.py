@@ -40,13 +40,12 @@ from gatehouse.runtime.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
-    PermissionDenied,
     Unavailable,
+    permission_missing,
 )
 from gatehouse.runtime.ids import new_ulid
 
 log = logging.getLogger("gatehouse.payments")
-audit = logging.getLogger("gatehouse.audit")
 
 SERVICE_PATH = "gatehouse.payments.v1.PaymentsService"
 
@@ -116,33 +115,6 @@ class PaymentsDeps:
 # --- access ----------------------------------------------------------------------------------
 
 
-def permission_missing(permission: str) -> PermissionDenied:
-    return PermissionDenied(
-        f"missing permission {permission}",
-        reason=PERMISSION_MISSING,
-        metadata={"permission": permission},
-    )
-
-
-def deny(principal: Principal, action: str, permission: str) -> PermissionDenied:
-    """A refusal decided here (beyond the contract's access rule), recorded like the rule's."""
-    audit.warning(
-        "security.access_denied %s/%s %s",
-        SERVICE_PATH,
-        action,
-        PERMISSION_MISSING,
-        extra={
-            "event": "security.access_denied",
-            "rpc_method": f"/{SERVICE_PATH}/{action}",
-            "reason": PERMISSION_MISSING,
-            "user": principal.user or None,
-            "peer": principal.service or None,
-            "client_address": principal.client_address or None,
-        },
-    )
-    return permission_missing(permission)
-
-
 def is_owner(payment: Payment, principal: Principal) -> bool:
     return bool(principal.user) and principal.user in (payment.payer, payment.creator.user)
 
@@ -192,10 +164,10 @@ async def load_payment(
     if payment is None:
         if staff or principal.has(READ_ALL):
             raise NotFound(f"payments/{payment_id}", reason=PAYMENT_NOT_FOUND)
-        raise deny(principal, access.action, access.denied)
+        raise permission_missing(access.denied)
     if staff or _may_own(payment, principal, access):
         return payment
-    raise deny(principal, access.action, access.denied)
+    raise permission_missing(access.denied)
 
 
 def check_etag(payment: Payment, etag: str) -> None:

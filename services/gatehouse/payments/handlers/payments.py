@@ -62,7 +62,6 @@ from gatehouse.payments.handlers.common import (
     check_etag,
     check_reason,
     complete_reply,
-    deny,
     load_payment,
     log,
     provider_unavailable,
@@ -86,6 +85,7 @@ from gatehouse.runtime.errors import (
     FieldViolation,
     InvalidArgument,
     NotFound,
+    permission_missing,
 )
 
 METHOD_DETAILS_MISMATCH = "METHOD_DETAILS_MISMATCH"
@@ -378,7 +378,7 @@ async def create_payment(
         raise violations_of(problems)
     if checked.payer != principal.user:
         if not principal.has(MANAGE):
-            raise deny(principal, "CreatePayment", MANAGE)
+            raise permission_missing(MANAGE)
         state = await deps.payers.state(checked.payer)
         if state is PayerState.UNKNOWN:
             raise NotFound(checked.payer, reason=PAYER_NOT_FOUND)

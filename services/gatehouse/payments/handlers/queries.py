@@ -24,13 +24,12 @@ from gatehouse.payments.handlers.common import (
     USER_NAME,
     PaymentsDeps,
     Principal,
-    deny,
     load_payment,
     violations_of,
 )
 from gatehouse.payments.handlers.payments import INVALID_FIELD, MoneyInput
 from gatehouse.payments.handlers.ports import PageCursor, PaymentFilter, PaymentsUnitOfWork
-from gatehouse.runtime.errors import InvalidArgument
+from gatehouse.runtime.errors import InvalidArgument, permission_missing
 
 INVALID_PAGE_TOKEN = "INVALID_PAGE_TOKEN"  # noqa: S105 - an error reason
 INVALID_PAGE_SIZE = "INVALID_PAGE_SIZE"
@@ -157,7 +156,7 @@ def _filter(query: ListPayments, principal: Principal, deps: PaymentsDeps) -> Pa
     read_all = principal.has(READ_ALL)
     payer = query.payer or None
     if payer is not None and payer != principal.user and not read_all:
-        raise deny(principal, "ListPayments", READ_ALL)
+        raise permission_missing(READ_ALL)
     return PaymentFilter(
         visible_to=None if read_all else principal.user,
         payer=payer,
