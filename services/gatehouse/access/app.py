@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from functools import partial
@@ -165,12 +164,8 @@ class AccessApp:
 
     def _default_channel(self) -> grpc.aio.Channel:
         settings = self.context.settings
-        # Ours, else the clients' standard `GATEHOUSE_MONITORING_TARGET`, else the mesh's port.
-        target = (
-            self.settings.monitoring_target
-            or os.environ.get("GATEHOUSE_MONITORING_TARGET", "").strip()
-            or f"{settings.host}:{settings.monitoring_port}"
-        )
+        # Ours, else the mesh's `GATEHOUSE_MONITORING_TARGET`, else the local port.
+        target = self.settings.monitoring_target or settings.target_of("monitoring")
         factory = ChannelFactory(ClientCredentials.from_directory(settings.certificates, "access"))
         return factory.channel(target)
 

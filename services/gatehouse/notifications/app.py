@@ -84,7 +84,7 @@ class NotificationsApp:
         )
         self.directory: UserDirectory = directory or GrpcUserDirectory(
             self._auth_channels,
-            f"{context.settings.host}:{context.settings.auth_port}",
+            context.settings.target_of("auth"),
             timeout=settings.auth_timeout.total_seconds(),
         )
         self.senders: Senders = senders or self._default_senders()

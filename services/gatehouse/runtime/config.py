@@ -42,6 +42,14 @@ class Settings(BaseSettings):
     monitoring_port: int = Field(default=50053, ge=0, le=65535)
     payments_port: int = Field(default=50054, ge=0, le=65535)
     notifications_port: int = Field(default=50055, ge=0, le=65535)
+    # Where a service reaches another (`host:port`): a Kubernetes Service or compose host name.
+    # Unset: this process's `host` (loopback for a wildcard) and the service's port, as when
+    # all five run on one machine.
+    auth_target: str | None = None
+    access_target: str | None = None
+    monitoring_target: str | None = None
+    payments_target: str | None = None
+    notifications_target: str | None = None
     metrics_port: int = Field(
         default=9464, ge=0, le=65535, description="Prometheus `/metrics` of this process."
     )
@@ -176,6 +184,16 @@ class Settings(BaseSettings):
     def port_of(self, service: ServiceName) -> int:
         port: int = getattr(self, f"{service}_port")
         return port
+
+    def target_of(self, service: ServiceName) -> str:
+        """Where this process calls `service` (`GATEHOUSE_<SERVICE>_TARGET`, else local)."""
+        configured: str | None = getattr(self, f"{service}_target")
+        if configured and configured.strip():
+            return configured.strip()
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{host}:{self.port_of(service)}"
 
     @property
     def certificates(self) -> Path:

@@ -28,3 +28,13 @@ def test_database_url_template_is_formatted_per_service() -> None:
         _env_file=None, database_url="postgresql+asyncpg://db/gatehouse_{service}"
     )
     assert settings.database_url_for("payments") == "postgresql+asyncpg://db/gatehouse_payments"
+
+
+def test_a_service_is_reached_at_its_target_else_locally(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEHOUSE_AUTH_TARGET", "auth.gatehouse.svc.cluster.local:50051")
+    settings = load_settings(_env_file=None, host="0.0.0.0", payments_port=6000)
+    assert settings.target_of("auth") == "auth.gatehouse.svc.cluster.local:50051"
+    # A wildcard bind address is no address to call: loopback instead.
+    assert settings.target_of("payments") == "127.0.0.1:6000"
+    assert load_settings(_env_file=None, host="::").target_of("access") == "[::1]:50052"
+    assert load_settings(_env_file=None, host="10.1.2.3").target_of("access") == "10.1.2.3:50052"
