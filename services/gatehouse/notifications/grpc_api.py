@@ -5,14 +5,12 @@ maps them."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 from google.protobuf import timestamp_pb2
-from google.protobuf.message import Message
 from typing_extensions import override
 
 from gatehouse.common.v1 import common_pb2
@@ -38,34 +36,12 @@ from gatehouse.notifications.handlers.send import (
 from gatehouse.notifications.handlers.watch import ChangeItem, WatchDeliveries, watch_deliveries
 from gatehouse.notifications.v1 import notifications_pb2 as pb
 from gatehouse.notifications.v1 import notifications_pb2_grpc
-from gatehouse.runtime.authorization import SERVICE_GRANTS, calling_service
 from gatehouse.runtime.errors import FieldViolation, InvalidArgument
-from gatehouse.runtime.identity import current_caller
 from gatehouse.runtime.live import LiveSource
+from gatehouse.runtime.principal import current_principal, request_fingerprint
 
 UnitOfWorkFactory = Callable[[], NotificationsUnitOfWork]
 Context = grpc.aio.ServicerContext[Any, Any]
-
-
-def principal() -> Principal:
-    caller = current_caller()
-    if caller.claims is not None:
-        permissions = caller.claims.permissions
-    else:
-        permissions = tuple(SERVICE_GRANTS.get(calling_service(caller) or "", ()))
-    return Principal(
-        user=caller.user or "",
-        service=caller.peer_spiffe_id or "",
-        client_address=caller.client_address or "",
-        permissions=tuple(permissions),
-    )
-
-
-def fingerprint(request: Message) -> bytes:
-    copy = type(request)()
-    copy.CopyFrom(request)
-    copy.ClearField("request_id")
-    return hashlib.sha256(copy.SerializeToString(deterministic=True)).digest()
 
 
 def _time(message: timestamp_pb2.Timestamp) -> datetime:
@@ -109,6 +85,10 @@ def _template_id(name: str) -> str:
     return name.removeprefix("templates/")
 
 
+def principal() -> Principal:
+    return current_principal(Principal)
+
+
 class NotificationsServicer(notifications_pb2_grpc.NotificationsServiceServicer):
     """Email and webhook delivery, templates, preferences and delivery tracking."""
 
@@ -132,7 +112,7 @@ class NotificationsServicer(notifications_pb2_grpc.NotificationsServiceServicer)
         content = request.WhichOneof("content")
         command = SendNotification(
             request_id=request.request_id,
-            fingerprint=fingerprint(request),
+            fingerprint=request_fingerprint(request),
             channel=_channel(request.channel, "channel", required=False),
             user=request.recipient.user if target == "user" else "",
             role=request.recipient.role if target == "role" else "",
@@ -207,7 +187,7 @@ class NotificationsServicer(notifications_pb2_grpc.NotificationsServiceServicer)
             template_id=request.template_id,
             content=_content(request.template),
             request_id=request.request_id,
-            fingerprint=fingerprint(request),
+            fingerprint=request_fingerprint(request),
         )
         if request.template.channel == pb.CHANNEL_UNSPECIFIED:
             raise InvalidArgument(
@@ -226,7 +206,7 @@ class NotificationsServicer(notifications_pb2_grpc.NotificationsServiceServicer)
             fields=tuple(request.update_mask.paths),
             etag=request.template.etag,
             request_id=request.request_id,
-            fingerprint=fingerprint(request),
+            fingerprint=request_fingerprint(request),
             channel_given=request.template.channel != pb.CHANNEL_UNSPECIFIED,
         )
         updated = await templates.update_template(command, principal(), self._uow(), self._deps())
@@ -297,7 +277,7 @@ class NotificationsServicer(notifications_pb2_grpc.NotificationsServiceServicer)
             fields=tuple(request.update_mask.paths),
             etag=p.etag,
             request_id=request.request_id,
-            fingerprint=fingerprint(request),
+            fingerprint=request_fingerprint(request),
         )
         saved = await prefs.set_preferences(command, principal(), self._uow(), self._deps())
         return pb.SetPreferencesResponse(preferences=mapping.preferences_to_proto(saved))

@@ -8,14 +8,12 @@ interceptor maps them. What happens here is reading requests field by field into
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 from google.protobuf import timestamp_pb2
-from google.protobuf.message import Message
 from google.type import money_pb2
 from typing_extensions import override
 
@@ -27,35 +25,12 @@ from gatehouse.payments.handlers.ports import PaymentsUnitOfWork
 from gatehouse.payments.handlers.queries import ListPayments, get_payment, list_payments
 from gatehouse.payments.handlers.watch import ChangeItem, WatchPayment, watch_payment
 from gatehouse.payments.v1 import payments_pb2, payments_pb2_grpc
-from gatehouse.runtime.authorization import SERVICE_GRANTS, calling_service
-from gatehouse.runtime.identity import current_caller
 from gatehouse.runtime.live import LiveSource
+from gatehouse.runtime.principal import current_principal, request_fingerprint
 
 UnitOfWorkFactory = Callable[[], PaymentsUnitOfWork]
 Context = grpc.aio.ServicerContext[Any, Any]
 _NAME_PREFIX = "payments/"
-
-
-def principal() -> Principal:
-    caller = current_caller()
-    if caller.claims is not None:
-        permissions = caller.claims.permissions
-    else:
-        permissions = tuple(SERVICE_GRANTS.get(calling_service(caller) or "", ()))
-    return Principal(
-        user=caller.user or "",
-        service=caller.peer_spiffe_id or "",
-        client_address=caller.client_address or "",
-        permissions=tuple(permissions),
-    )
-
-
-def fingerprint(request: Message) -> bytes:
-    """What makes a retry the same request: everything but its `request_id`."""
-    copy = type(request)()
-    copy.CopyFrom(request)
-    copy.ClearField("request_id")
-    return hashlib.sha256(copy.SerializeToString(deterministic=True)).digest()
 
 
 def payment_id(name: str) -> str:
@@ -85,6 +60,10 @@ def _details(payment: payments_pb2.Payment) -> use_cases.DetailsInput:
     return None
 
 
+def principal() -> Principal:
+    return current_principal(Principal)
+
+
 class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
     """Payments, their lifecycle, refunds, the provider adapter and the ledger."""
 
@@ -107,7 +86,7 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
         payment = request.payment
         command = use_cases.CreatePayment(
             request_id=request.request_id,
-            fingerprint=fingerprint(request),
+            fingerprint=request_fingerprint(request),
             amount=money_input(payment.amount) if payment.HasField("amount") else None,
             method=mapping.METHOD_FROM_PROTO.get(payment.method),
             details=_details(payment),
@@ -160,7 +139,7 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
         command = use_cases.ProcessPayment(
             payment_id=payment_id(request.name),
             request_id=request.request_id,
-            fingerprint=fingerprint(request),
+            fingerprint=request_fingerprint(request),
             etag=request.etag,
         )
         processed = await use_cases.process_payment(command, principal(), self._uow(), self._deps())
@@ -173,7 +152,7 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
         command = use_cases.CancelPayment(
             payment_id=payment_id(request.name),
             request_id=request.request_id,
-            fingerprint=fingerprint(request),
+            fingerprint=request_fingerprint(request),
             reason=request.reason,
             etag=request.etag,
         )
@@ -187,7 +166,7 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
         command = use_cases.RefundPayment(
             payment_id=payment_id(request.name),
             request_id=request.request_id,
-            fingerprint=fingerprint(request),
+            fingerprint=request_fingerprint(request),
             reason=request.reason,
             amount=money_input(request.amount) if request.HasField("amount") else None,
             etag=request.etag,
@@ -209,7 +188,12 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServiceServicer):
             follow_refunds=request.follow_refunds,
         )
         items = watch_payment(
-            query, principal(), self._uow(), self._live, self._deps(), self._stopping
+            query,
+            principal(),
+            self._uow(),
+            self._live,
+            self._deps(),
+            self._stopping,
         )
         async for item in items:
             if isinstance(item, ChangeItem):

@@ -33,7 +33,6 @@ from gatehouse.notifications.handlers.ports import (
     UserDirectory,
 )
 from gatehouse.notifications.v1 import events_pb2, notifications_pb2
-from gatehouse.runtime.authorization import grants
 from gatehouse.runtime.errors import (
     AlreadyExists,
     FieldViolation,
@@ -41,6 +40,7 @@ from gatehouse.runtime.errors import (
 )
 from gatehouse.runtime.events import new_event
 from gatehouse.runtime.ids import new_ulid
+from gatehouse.runtime.principal import Principal as RuntimePrincipal
 
 log = logging.getLogger("gatehouse.notifications")
 
@@ -73,20 +73,8 @@ def _no_wake() -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is asking, as the interceptors established it (never from the request body)."""
-
-    user: str = ""
-    service: str = ""
-    client_address: str = ""
-    permissions: tuple[str, ...] = ()
-
-    def has(self, permission: str) -> bool:
-        return grants(self.permissions, permission)
-
-    @property
-    def identity(self) -> str:
-        return self.user or self.service or "anonymous"
+class Principal(RuntimePrincipal):
+    """Who is asking (`gatehouse.runtime.principal`), and how this service records them."""
 
     def actor(self) -> Actor:
         return Actor(user=self.user, service=self.service, client_address=self.client_address)

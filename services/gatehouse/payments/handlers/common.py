@@ -31,7 +31,6 @@ from gatehouse.payments.handlers.ports import (
     ProviderTimeoutError,
     ProviderUnavailableError,
 )
-from gatehouse.runtime.authorization import grants
 from gatehouse.runtime.db import DuplicateKeyError
 from gatehouse.runtime.errors import (
     ERROR_DOMAIN,
@@ -44,6 +43,7 @@ from gatehouse.runtime.errors import (
     permission_missing,
 )
 from gatehouse.runtime.ids import new_ulid
+from gatehouse.runtime.principal import Principal as RuntimePrincipal
 
 log = logging.getLogger("gatehouse.payments")
 
@@ -75,21 +75,8 @@ def utc_now() -> datetime:
 
 
 @dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is asking, as the interceptors established it (never from the request body)."""
-
-    user: str = ""  # `users/{id}`, empty for a service acting for itself
-    service: str = ""  # the mTLS peer's SPIFFE id
-    client_address: str = ""
-    permissions: tuple[str, ...] = ()
-
-    def has(self, permission: str) -> bool:
-        return grants(self.permissions, permission)
-
-    @property
-    def identity(self) -> str:
-        """Scopes request ids: two callers choosing the same id never meet."""
-        return self.user or self.service or "anonymous"
+class Principal(RuntimePrincipal):
+    """Who is asking (`gatehouse.runtime.principal`), and how this service records them."""
 
     def actor(self) -> Actor:
         return Actor(user=self.user, service=self.service, client_address=self.client_address)
