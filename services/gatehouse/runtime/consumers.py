@@ -344,10 +344,17 @@ class RunnerOptions:
     start: str = FROM_OLDEST
     # Bounds the last ack flush on stop, so a dead Redis cannot hold up a shutdown.
     final_ack_timeout: timedelta = timedelta(seconds=2)
+    # How long "already processed" markers are kept: longer than an event can come back (the
+    # streams keep events for days; an operator replays dead letters within weeks).
+    processed_retention: timedelta = timedelta(days=30)
+    # How often a runner sweeps markers past the retention (every replica may; it is idempotent).
+    sweep_interval: timedelta = timedelta(hours=1)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        if self.processed_retention <= timedelta(0) or self.sweep_interval <= timedelta(0):
+            raise ValueError("processed_retention and sweep_interval must be positive")
         if self.claim_min_idle <= timedelta(0) or self.block <= timedelta(0):
             raise ValueError("claim_min_idle and block must be positive")
 
@@ -420,6 +427,7 @@ class ConsumerRunner(Generic[U]):
         self._now = clock or (lambda: datetime.now(UTC))
         self._streams: dict[str, _StreamState] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
 
     @property
@@ -441,6 +449,9 @@ class ConsumerRunner(Generic[U]):
             self._tasks[stream] = asyncio.create_task(
                 self._run_stream(stream), name=f"consumer {self._consumer.name} {stream}"
             )
+        self._sweeper = asyncio.create_task(
+            self._sweep_forever(), name=f"consumer {self._consumer.name} sweep"
+        )
         log.info(
             "consumer %s started as %s on %s",
             self._consumer.name,
@@ -455,6 +466,10 @@ class ConsumerRunner(Generic[U]):
         and their events stay pending).
         """
         self._stopping = True
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            await asyncio.gather(sweeper, return_exceptions=True)
         tasks = list(self._tasks.values())
         for stream, task in self._tasks.items():
             # A task waiting in a read holds no work: no need to wait for its slice to end.
@@ -467,6 +482,27 @@ class ConsumerRunner(Generic[U]):
             await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
         self._streams.clear()
+
+    async def sweep_processed(self) -> int:
+        """Forget the "already processed" markers older than the retention (every consumer's
+        of this database); how many went."""
+        cutoff = self._now() - self._options.processed_retention
+        uow = self._consumer.unit_of_work()
+        async with uow:
+            swept = await SqlAlchemyProcessedEvents(uow.session).delete_older_than(cutoff)
+            await uow.commit()
+        if swept:
+            log.info("consumer %s: forgot %d processed-event markers", self.name, swept)
+        return swept
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._options.sweep_interval.total_seconds())
+            try:
+                await self.sweep_processed()
+            except Exception:
+                # The database is away: the markers wait for the next round.
+                log.warning("consumer %s: sweeping markers failed", self.name, exc_info=True)
 
     # -- per-stream loop ------------------------------------------------------------------
 

@@ -14,8 +14,8 @@ import contextlib
 import secrets
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from google.protobuf import any_pb2, wrappers_pb2
@@ -533,6 +533,34 @@ async def test_the_handler_span_continues_the_producers_trace(database: Database
     assert consumer_span.context.trace_id == producer_context.trace_id
     # The handler ran inside that span (its logs and child spans carry its ids).
     assert calls.spans == [consumer_span.context]
+
+
+# --- retention ----------------------------------------------------------------------------
+
+
+async def test_processed_markers_are_forgotten_after_the_retention(
+    database: Database, bus: GroupEventBus
+) -> None:
+    now = [datetime.now(UTC)]
+    runner = ConsumerRunner(
+        bus,
+        make_consumer(database, Calls()),
+        options=replace(FAST, processed_retention=timedelta(days=30)),
+        clock=lambda: now[0],
+    )
+    await publish_all(bus, [widget_event(n) for n in range(3)])
+    await runner.start()
+    try:
+        await wait_for_effects(database, 3)
+        # Within the retention nothing goes; past it, every marker does.
+        now[0] += timedelta(days=29)
+        assert await runner.sweep_processed() == 0
+        assert await count_markers(database) == 3
+        now[0] += timedelta(days=2)
+        assert await runner.sweep_processed() == 3
+        assert await count_markers(database) == 0
+    finally:
+        await runner.stop()
 
 
 # --- metrics ------------------------------------------------------------------------------
