@@ -35,8 +35,10 @@ from tests.support.tokens import TestIssuer
 FAULTS = frozenset(
     {grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 )
-# How long a server stream with nothing to send yet is given before it counts as accepted.
+# How long a server stream with nothing to send yet is given before it counts as accepted,
+# and how long any other call may take on a loaded machine (argon2 for passwords included).
 STREAM_PATIENCE = 2.0
+CALL_PATIENCE = 30.0
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +113,8 @@ async def _answer(
     """The error a call of `method` ends with, if any."""
     async with channel_to(certs_dir, identity)(port) as channel:
         try:
-            async with asyncio.timeout(STREAM_PATIENCE):
+            patience = STREAM_PATIENCE if method.server_streaming else CALL_PATIENCE
+            async with asyncio.timeout(patience):
                 await call(channel, method, valid_request(method), metadata)
         except TimeoutError:
             # Only a stream may still be open, waiting for what it watches: it was accepted.
