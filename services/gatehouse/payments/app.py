@@ -12,12 +12,14 @@ import contextlib
 import logging
 from functools import partial
 
+from gatehouse.clients.channel import ChannelFactory, ClientCredentials
 from gatehouse.payments.adapters.orm import PAYMENTS_VERSIONS_DIR
+from gatehouse.payments.adapters.payers import GrpcPayerDirectory
 from gatehouse.payments.adapters.sandbox import SandboxProvider
 from gatehouse.payments.adapters.unit_of_work import SqlAlchemyPaymentsUnitOfWork
 from gatehouse.payments.grpc_api import PaymentsServicer
 from gatehouse.payments.handlers.common import PaymentsDeps, utc_now
-from gatehouse.payments.handlers.ports import AnyPayer, Clock, PayerDirectory, PaymentProvider
+from gatehouse.payments.handlers.ports import Clock, PayerDirectory, PaymentProvider
 from gatehouse.payments.handlers.reconcile import reconcile_once
 from gatehouse.payments.settings import PaymentsSettings, load_payments_settings
 from gatehouse.payments.v1 import payments_pb2, payments_pb2_grpc
@@ -50,9 +52,13 @@ class PaymentsApp:
         self.database: ServiceDatabase = context.database(
             migrations=[PAYMENTS_VERSIONS_DIR], outbox_relay=outbox_relay
         )
+        self._own_payers = payers is None
+        self.payers: PayerDirectory = payers or GrpcPayerDirectory(
+            self._auth_channels, context.settings.target_of("auth")
+        )
         self.deps = PaymentsDeps(
             provider=self.provider,
-            payers=payers or AnyPayer(),
+            payers=self.payers,
             clock=clock,
             provider_timeout=settings.provider_timeout,
             idempotency_ttl=settings.idempotency_ttl,
@@ -63,6 +69,11 @@ class PaymentsApp:
         self._run_reconciler = reconciler
         self._reconciler: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+
+    def _auth_channels(self) -> ChannelFactory:
+        # Read when auth is first asked (a payment for someone else), never at construction.
+        settings = self.context.settings
+        return ChannelFactory(ClientCredentials.from_directory(settings.certificates, "payments"))
 
     def uow(self) -> SqlAlchemyPaymentsUnitOfWork:
         return SqlAlchemyPaymentsUnitOfWork(
@@ -103,6 +114,8 @@ class PaymentsApp:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         finally:
+            if self._own_payers and isinstance(self.payers, GrpcPayerDirectory):
+                await self.payers.close()
             await self.database.stop()
 
     async def reconcile(self) -> None:

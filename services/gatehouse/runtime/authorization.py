@@ -51,7 +51,8 @@ SERVICE_GRANTS: Mapping[str, frozenset[str]] = {
     ),
     "notifications": frozenset({"auth.users.read"}),
     "monitoring": frozenset(),
-    "payments": frozenset(),
+    # Whether the payer of a payment staff create for someone else exists.
+    "payments": frozenset({"auth.users.read"}),
     "auth": frozenset(),
 }
 

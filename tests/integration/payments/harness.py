@@ -19,7 +19,7 @@ from google.type import money_pb2
 from gatehouse.events.v1.envelope_pb2 import Event
 from gatehouse.payments.app import PaymentsApp
 from gatehouse.payments.handlers.common import utc_now
-from gatehouse.payments.handlers.ports import PaymentProvider
+from gatehouse.payments.handlers.ports import AnyPayer, PayerDirectory, PaymentProvider
 from gatehouse.payments.settings import PaymentsSettings
 from gatehouse.payments.v1 import payments_pb2, payments_pb2_grpc
 from gatehouse.runtime.bus import InProcessEventBus
@@ -215,6 +215,7 @@ async def running_payments(
     issuer: TestIssuer | None = None,
     payments_settings: PaymentsSettings | None = None,
     provider: PaymentProvider | None = None,
+    payers: PayerDirectory | None = None,
     bus: InProcessEventBus | None = None,
     reconciler: bool = False,
     migrate: bool = True,
@@ -238,6 +239,8 @@ async def running_payments(
         context,
         payments_settings or fast_settings(),
         provider=provider,
+        # Auth is not running here unless a test brings it: every well-formed user may pay.
+        payers=payers or AnyPayer(),
         clock=clock,
         reconciler=reconciler,
     )

@@ -254,12 +254,8 @@ class PayerDirectory(Protocol):
 
 
 class AnyPayer:
-    """Takes every well-formed `users/{id}` as an active payer.
-
-    Auth owns users; asking it needs a service grant payments does not hold yet (see the
-    payments report). The payer is the caller in almost every payment anyway, and a caller
-    with a valid token exists.
-    """
+    """Takes every well-formed `users/{id}` as an active payer: for tools and tests that run
+    payments without auth. The service asks auth (`adapters.payers.GrpcPayerDirectory`)."""
 
     async def state(self, payer: str) -> PayerState:
         return PayerState.ACTIVE
