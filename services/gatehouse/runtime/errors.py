@@ -154,10 +154,40 @@ class FailedPrecondition(DomainError):
 
 
 class Aborted(DomainError):
-    """A concurrency conflict (optimistic lock lost); retrying the whole operation may work."""
+    """A concurrency conflict (optimistic lock lost, a twin request still running); retrying
+    the whole operation may work, after `retry_after` when given (sent as RetryInfo)."""
 
     code = grpc.StatusCode.ABORTED
     default_reason = "CONFLICT"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: dt.timedelta | None = None,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.retry_after = retry_after
+
+    def details(self, domain: str = ERROR_DOMAIN) -> list[any_pb2.Any]:
+        details = super().details(domain)
+        if self.retry_after is not None:
+            details.append(_pack(_retry_info(self.retry_after)))
+        return details
+
+
+class RequestInProgress(Aborted):
+    """A retry arrived while the first call with its request id is still running: the caller
+    retries shortly and then gets the first call's reply."""
+
+    def __init__(self, retry_after: dt.timedelta) -> None:
+        super().__init__(
+            "a request with this request_id is still being processed; retry shortly",
+            reason="REQUEST_IN_PROGRESS",
+            retry_after=retry_after,
+        )
 
 
 class ResourceExhausted(DomainError):

@@ -18,9 +18,7 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
-from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2
 
 from gatehouse.access import mapping
 from gatehouse.access.domain import names
@@ -42,8 +40,6 @@ from gatehouse.access.handlers.ports import (
 from gatehouse.events.v1.envelope_pb2 import Event
 from gatehouse.runtime.db import DuplicateKeyError
 from gatehouse.runtime.errors import (
-    ERROR_DOMAIN,
-    Aborted,
     AlreadyExists,
     FieldViolation,
     InvalidArgument,
@@ -127,24 +123,6 @@ def idempotency_key(method: str, caller: Caller, request: Message) -> Idempotenc
         scope.encode() + b"\0" + body.SerializeToString(deterministic=True)
     ).digest()
     return IdempotencyKey(scope, request_id, fingerprint)
-
-
-class RequestInProgress(Aborted):
-    """A retry arrived while the first call with its request id is still running."""
-
-    def __init__(self, retry_after: timedelta) -> None:
-        super().__init__(
-            "a request with this request_id is still being processed; retry shortly",
-            reason="REQUEST_IN_PROGRESS",
-        )
-        self.retry_after = retry_after
-
-    def details(self, domain: str = ERROR_DOMAIN) -> list[any_pb2.Any]:
-        delay = duration_pb2.Duration()
-        delay.FromTimedelta(self.retry_after)
-        packed = any_pb2.Any()
-        packed.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
-        return [*super().details(domain), packed]
 
 
 class _LostRaceError(Exception):

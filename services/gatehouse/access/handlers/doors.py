@@ -21,7 +21,6 @@ from gatehouse.access.handlers.common import (
     AccessDeps,
     IdempotencyKey,
     Reply,
-    RequestInProgress,
     append_entry,
     door_or_404,
     idempotency_key,
@@ -49,6 +48,7 @@ from gatehouse.runtime.errors import (
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
+    RequestInProgress,
     Unavailable,
 )
 from gatehouse.runtime.identity import Caller

@@ -10,9 +10,6 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from google.protobuf import any_pb2, duration_pb2
-from google.rpc import error_details_pb2
-
 from gatehouse.events.v1.envelope_pb2 import Event
 from gatehouse.payments.domain.payments import (
     Actor,
@@ -33,12 +30,12 @@ from gatehouse.payments.handlers.ports import (
 )
 from gatehouse.runtime.db import DuplicateKeyError
 from gatehouse.runtime.errors import (
-    ERROR_DOMAIN,
     Aborted,
     AlreadyExists,
     FieldViolation,
     InvalidArgument,
     NotFound,
+    RequestInProgress,
     Unavailable,
     permission_missing,
 )
@@ -58,7 +55,6 @@ REFUND = "payments.refund"
 PAYMENT_NOT_FOUND = "PAYMENT_NOT_FOUND"
 PERMISSION_MISSING = "PERMISSION_MISSING"
 REQUEST_ID_REUSED = "REQUEST_ID_REUSED"
-REQUEST_IN_PROGRESS = "REQUEST_IN_PROGRESS"
 INVALID_REQUEST_ID = "INVALID_REQUEST_ID"
 INVALID_RESOURCE_NAME = "INVALID_RESOURCE_NAME"
 ETAG_MISMATCH = "ETAG_MISMATCH"
@@ -174,25 +170,6 @@ def check_reason(reason: str, field_name: str = "reason") -> None:
 
 
 # --- idempotent replies ----------------------------------------------------------------------
-
-
-class RequestInProgress(Aborted):
-    """A retry arrived while the first call with its request id is still running."""
-
-    def __init__(self, retry_after: timedelta) -> None:
-        super().__init__(
-            "a request with this request_id is still being processed; retry shortly",
-            reason=REQUEST_IN_PROGRESS,
-        )
-        self.retry_after = retry_after
-
-    def details(self, domain: str = ERROR_DOMAIN) -> list[any_pb2.Any]:
-        details = super().details(domain)
-        delay = duration_pb2.Duration()
-        delay.FromTimedelta(self.retry_after)
-        packed = any_pb2.Any()
-        packed.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
-        return [*details, packed]
 
 
 @dataclass(frozen=True, slots=True)
