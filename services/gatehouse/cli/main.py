@@ -1,5 +1,5 @@
 """The `gatehouse` command: up, serve, migrate, health, certs, edge, events, auth, payments,
-simulate, watch, mail."""
+simulate, watch, mail, notifications."""
 
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "auth": auth_cli.run,
         "payments": payments_cli.run,
         "mail": notifications_cli.run,
+        "notifications": notifications_cli.run,
         "simulate": monitoring_cli.run,
         "watch": monitoring_cli.run,
         "up": _serve,

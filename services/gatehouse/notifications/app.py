@@ -42,6 +42,7 @@ from gatehouse.notifications.handlers.common import NotificationsDeps, utc_now
 from gatehouse.notifications.handlers.delivery import RoundReport, WorkerOptions, deliver_due
 from gatehouse.notifications.handlers.events import EventMessages, build_consumer
 from gatehouse.notifications.handlers.ports import Clock, Senders, UserDirectory
+from gatehouse.notifications.handlers.retention import RetentionOptions, SweepReport, sweep
 from gatehouse.notifications.handlers.templates import seed_templates
 from gatehouse.notifications.settings import NotificationsSettings, load_notifications_settings
 from gatehouse.notifications.v1 import notifications_pb2, notifications_pb2_grpc
@@ -128,7 +129,11 @@ class NotificationsApp:
         self._run_consumers = settings.consumers if consumers is None else consumers
         self._consumer_options = consumer_options
         self._runner: ConsumerRunner[SqlAlchemyNotificationsUnitOfWork] | None = None
+        self.retention_options = RetentionOptions(
+            retention=settings.retention, batch=settings.retention_batch
+        )
         self._worker: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
     # -- wiring --
@@ -244,6 +249,9 @@ class NotificationsApp:
                 self._worker = asyncio.get_running_loop().create_task(
                     self._deliver_forever(), name="notifications-worker"
                 )
+                self._sweeper = asyncio.get_running_loop().create_task(
+                    self._sweep_forever(), name="notifications-retention"
+                )
         except BaseException:
             await self.stop()
             raise
@@ -251,9 +259,10 @@ class NotificationsApp:
     async def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
-        task, self._worker = self._worker, None
+        tasks = [t for t in (self._worker, self._sweeper) if t is not None]
+        self._worker = self._sweeper = None
         try:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -276,6 +285,24 @@ class NotificationsApp:
     async def deliver(self) -> RoundReport:
         """One worker round (what the background task does whenever woken or every interval)."""
         return await deliver_due(self.uow, self.deps, self.senders, self.worker_options)
+
+    async def sweep(self) -> SweepReport:
+        """One retention sweep (what the background task does every `retention_sweep_interval`)."""
+        return await sweep(self.uow, self.deps, self.retention_options)
+
+    async def _sweep_forever(self) -> None:
+        interval = self.settings.retention_sweep_interval.total_seconds()
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._stopping.wait()
+            if self._stopping.is_set():
+                return
+            try:
+                await self.sweep()
+            except Exception:
+                # The database is away: what is past retention waits for the next sweep.
+                log.warning("retention sweep failed", exc_info=True)
 
     async def _deliver_forever(self) -> None:
         interval = self.settings.worker_interval.total_seconds()

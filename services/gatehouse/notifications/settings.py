@@ -25,6 +25,8 @@ _DURATIONS = (
     "watch_poll_interval",
     "template_cache_ttl",
     "auth_timeout",
+    "retention",
+    "retention_sweep_interval",
 )
 
 
@@ -97,6 +99,18 @@ class NotificationsSettings(BaseSettings):
     send_quota_per_minute: int = Field(
         default=600, ge=0, description="SendNotification calls per caller a minute; 0: none."
     )
+
+    # --- retention ---
+    retention: timedelta = Field(
+        default=timedelta(days=30),
+        description="How long finished notifications (sent, failed, suppressed, dead-lettered), "
+        "their change log and dead letters are kept after their last change.",
+    )
+    retention_sweep_interval: timedelta = Field(
+        default=timedelta(hours=1),
+        description="How often the service (with its worker) deletes what is past retention.",
+    )
+    retention_batch: int = Field(default=500, ge=1, le=10_000)
 
     # --- event-driven messages ---
     consumers: bool = Field(default=True, description="Send the mesh's event-driven messages.")

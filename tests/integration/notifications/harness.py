@@ -4,8 +4,9 @@ a real SMTP sink (aiosmtpd) and a real HTTP webhook receiver."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -48,6 +49,21 @@ STAFF_PERMISSIONS = (
 )
 
 Metadata = tuple[tuple[str, str], ...]
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30.0
+) -> None:
+    """Wait (bounded) for what a background task (the worker, the sweep) brings about."""
+    try:
+        async with asyncio.timeout(timeout):
+            # Polls another task's database writes: there is no event to wait on.
+            while True:
+                if await check():
+                    return
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"not within {timeout} s: {what}") from None
 
 
 def request_id() -> str:

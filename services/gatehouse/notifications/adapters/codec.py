@@ -136,6 +136,8 @@ def notification_doc(n: Notification, *, with_attempts: bool = True) -> Doc:
         "failure_message": n.failure_message,
         "version": n.version,
     }
+    if n.attempt_base:
+        doc["attempt_base"] = n.attempt_base
     if with_attempts:
         doc["attempts"] = [attempt_doc(a) for a in n.attempts]
     return doc
@@ -189,6 +191,7 @@ def notification_from(
         failure_code=doc.get("failure_code", ""),
         failure_message=doc.get("failure_message", ""),
         version=int(doc.get("version", 1)),
+        attempt_base=int(doc.get("attempt_base", 0)),
     )
 
 

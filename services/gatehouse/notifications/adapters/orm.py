@@ -1,5 +1,8 @@
 """The notifications tables (Alembic chain `notifications`, `migrations/versions/notifications_*`).
 
+Retention (`handlers.retention`) deletes finished notifications with their change log and
+dead letters, and old rate-limit windows.
+
 A notification is a row of query columns (what listings, the worker and the rate limit
 filter on) plus its JSON document (`adapters.codec`, attempts included). The deliverable
 copy, which may hold secrets (a password-reset link), lives in its own column and is
@@ -45,6 +48,8 @@ class NotificationRow(NotificationsBase):
         # The backlog of held messages per recipient address.
         Index("ix_notifications_notifications_address_status", "address_hash", "status"),
         Index("ix_notifications_notifications_batch_id", "batch_id"),
+        # The retention sweep: finished notifications by last change (notifications_0002).
+        Index("ix_notifications_notifications_status_update_time", "status", "update_time"),
     )
 
     id: Mapped[str] = mapped_column(String(ID), primary_key=True)

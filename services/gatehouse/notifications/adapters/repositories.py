@@ -16,6 +16,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,7 +32,9 @@ from gatehouse.notifications.adapters.orm import (
 )
 from gatehouse.notifications.domain.addresses import Address, Channel
 from gatehouse.notifications.domain.notifications import (
+    FINAL,
     Category,
+    Delivery,
     DeliveryChange,
     Notification,
     RateWindow,
@@ -40,17 +43,21 @@ from gatehouse.notifications.domain.notifications import (
 from gatehouse.notifications.domain.preferences import Preferences
 from gatehouse.notifications.domain.templates import Template
 from gatehouse.notifications.handlers.ports import (
+    DeadLetter,
     NotificationFilter,
     PageCursor,
     StaleVersionError,
     StatsRow,
     StoredReply,
+    SweepCounts,
 )
 from gatehouse.runtime.db import DuplicateKeyError, translate_integrity_errors
 from gatehouse.runtime.idempotency import IdempotencyRecordRow
 
 _notifications = cast("Table", NotificationRow.__table__)
 _changes = cast("Table", ChangeRow.__table__)
+_dead_letters = cast("Table", DeadLetterRow.__table__)
+_rate_limits = cast("Table", RateLimitRow.__table__)
 _records = cast("Table", IdempotencyRecordRow.__table__)
 _REPLY_TYPE = "gatehouse.notifications.Reply"
 
@@ -85,7 +92,8 @@ def _values(n: Notification) -> dict[str, Any]:
         "next_attempt_time": n.next_attempt_time,
         "version": n.version,
         "document": codec.dumps(codec.notification_doc(n)),
-        "delivery": "" if n.is_final else codec.delivery_doc(n.delivery),
+        # The domain erases the deliverable copy when nothing will send it any more.
+        "delivery": "" if n.delivery == Delivery() else codec.delivery_doc(n.delivery),
     }
 
 
@@ -499,11 +507,102 @@ class SqlAlchemyDeadLetterRepository:
         self._session = session
 
     async def add(self, notification: Notification, now: datetime) -> None:
+        # A requeued notification that runs out of retries again is dead-lettered again.
+        await self.remove(notification.id)
         await self._session.execute(
-            insert(DeadLetterRow).values(
+            insert(_dead_letters).values(
                 notification_id=notification.id,
                 dead_time=now,
                 failure_code=notification.failure_code[:64],
                 document=codec.dumps(codec.notification_doc(notification)),
             )
         )
+
+    async def remove(self, notification_id: str) -> None:
+        await self._session.execute(
+            delete(_dead_letters).where(_dead_letters.c.notification_id == notification_id)
+        )
+
+    async def page(self, after: tuple[datetime, str] | None, limit: int) -> list[DeadLetter]:
+        c = _dead_letters.c
+        query = select(c.document, c.dead_time, c.notification_id)
+        if after is not None:
+            query = query.where(
+                or_(
+                    c.dead_time > after[0],
+                    and_(c.dead_time == after[0], c.notification_id > after[1]),
+                )
+            )
+        rows = await self._session.execute(
+            query.order_by(c.dead_time, c.notification_id).limit(limit)
+        )
+        return [
+            DeadLetter(codec.notification_from(codec.loads(document)), dead_time)
+            for document, dead_time, _ in rows
+        ]
+
+
+class SqlAlchemyRetentionStore:
+    """Deletes what the retention lets go, in bounded batches (short transactions, so the
+    worker and the API are not held up behind a sweep)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def sweep_finished(self, before: datetime, limit: int) -> SweepCounts:
+        c = _notifications.c
+        finished = (
+            c.status.in_(sorted(status.value for status in FINAL)),
+            c.update_time < before,
+        )
+        ids = list(
+            (
+                await self._session.scalars(
+                    select(c.id).where(*finished).order_by(c.update_time, c.id).limit(limit)
+                )
+            ).all()
+        )
+        if not ids:
+            return SweepCounts()
+        # The conditions again: a requeue committed since the select keeps its row, and the
+        # change log and dead letter of a notification that is still there stay too.
+        gone = await self._session.execute(delete(_notifications).where(c.id.in_(ids), *finished))
+        remaining = select(c.id).where(c.id.in_(ids))
+        changes = await self._session.execute(
+            delete(_changes).where(
+                _changes.c.notification_id.in_(ids), _changes.c.notification_id.not_in(remaining)
+            )
+        )
+        dead = await self._session.execute(
+            delete(_dead_letters).where(
+                _dead_letters.c.notification_id.in_(ids),
+                _dead_letters.c.notification_id.not_in(remaining),
+            )
+        )
+        return SweepCounts(
+            notifications=_count(gone), changes=_count(changes), dead_letters=_count(dead)
+        )
+
+    async def sweep_rate_windows(self, before: datetime, limit: int) -> int:
+        keys = select(_rate_limits.c.key).where(_rate_limits.c.window_start < before).limit(limit)
+        result = await self._session.execute(
+            delete(_rate_limits).where(
+                _rate_limits.c.key.in_(keys), _rate_limits.c.window_start < before
+            )
+        )
+        return _count(result)
+
+    async def sweep_replies(self, now: datetime, limit: int) -> int:
+        r = _records.c
+        expired = select(r.scope, r.request_id).where(r.expires_at <= now).limit(limit).subquery()
+        result = await self._session.execute(
+            delete(_records).where(
+                tuple_(r.scope, r.request_id).in_(select(expired.c.scope, expired.c.request_id)),
+                r.expires_at <= now,
+            )
+        )
+        return _count(result)
+
+
+def _count(result: object) -> int:
+    return max(0, cast("CursorResult[Any]", result).rowcount)

@@ -11,6 +11,7 @@ from gatehouse.notifications.adapters.repositories import (
     SqlAlchemyPreferenceRepository,
     SqlAlchemyRateLimitRepository,
     SqlAlchemyReplyStore,
+    SqlAlchemyRetentionStore,
     SqlAlchemyTemplateRepository,
 )
 from gatehouse.notifications.handlers.ports import (
@@ -20,6 +21,7 @@ from gatehouse.notifications.handlers.ports import (
     PreferenceRepository,
     RateLimitRepository,
     ReplyStore,
+    RetentionStore,
     TemplateRepository,
 )
 from gatehouse.runtime.outbox import OutboxUnitOfWork
@@ -35,6 +37,7 @@ class SqlAlchemyNotificationsUnitOfWork(OutboxUnitOfWork):
     rate_limits: RateLimitRepository
     replies: ReplyStore
     dead_letters: DeadLetterRepository
+    retention: RetentionStore
 
     def _create_repositories(self, session: AsyncSession) -> None:
         self.notifications = SqlAlchemyNotificationRepository(session)
@@ -44,3 +47,4 @@ class SqlAlchemyNotificationsUnitOfWork(OutboxUnitOfWork):
         self.rate_limits = SqlAlchemyRateLimitRepository(session)
         self.replies = SqlAlchemyReplyStore(session)
         self.dead_letters = SqlAlchemyDeadLetterRepository(session)
+        self.retention = SqlAlchemyRetentionStore(session)

@@ -3,7 +3,9 @@ attempts, retries with backoff, the per-recipient rate limit.
 
     QUEUED | SCHEDULED  -> SENDING (claimed by a worker), SCHEDULED (held), SUPPRESSED
     SENDING             -> SENT, FAILED, DEAD_LETTERED, SCHEDULED (retry backoff)
-Final: SENT, FAILED, SUPPRESSED, DEAD_LETTERED.
+    DEAD_LETTERED       -> QUEUED (an operator requeued it: attempts kept, a fresh set granted)
+Final: SENT, FAILED, SUPPRESSED, DEAD_LETTERED (final for the worker; only an operator
+reopens a dead letter).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from datetime import datetime, timedelta
 
 from gatehouse.notifications.domain.addresses import Address, Channel
 from gatehouse.notifications.domain.preferences import Preferences
-from gatehouse.notifications.domain.templates import Actor
+from gatehouse.notifications.domain.templates import REDACTED, Actor
 
 
 class Priority(enum.IntEnum):
@@ -54,6 +56,14 @@ class SuppressionReason(enum.StrEnum):
     OPTED_OUT = "OPTED_OUT"
     NO_ADDRESS = "NO_ADDRESS"
     RECIPIENT_INACTIVE = "RECIPIENT_INACTIVE"
+
+
+class RequeueRefusal(enum.StrEnum):
+    """Why a notification cannot be requeued."""
+
+    NOT_DEAD_LETTERED = "NOT_DEAD_LETTERED"
+    # Its deliverable copy held sensitive values (or predates requeueing) and was erased.
+    CONTENT_ERASED = "CONTENT_ERASED"
 
 
 class Outcome(enum.StrEnum):
@@ -222,6 +232,8 @@ class Notification:
     failure_code: str = ""
     failure_message: str = ""
     version: int = 1
+    # Attempts made before the last requeue: each requeue grants `max_attempts` new ones.
+    attempt_base: int = 0
 
     @property
     def name(self) -> str:
@@ -238,12 +250,48 @@ class Notification:
             return self.schedule_time
         return self.create_time
 
+    @property
+    def holds_secrets(self) -> bool:
+        """Rendered from sensitive template values (stored redacted, delivered in clear)."""
+        return self.template is not None and any(
+            value == REDACTED for _, value in self.template.variables
+        )
+
     def _changed(self, now: datetime, **changes: object) -> Notification:
         updated = replace(self, update_time=now, version=self.version + 1, **changes)  # type: ignore[arg-type]
         if updated.is_final:
-            # The deliverable copy may hold secrets: it goes once nothing will send it.
-            updated = replace(updated, delivery=Delivery(), next_attempt_time=None)
+            # The deliverable copy may hold secrets: it goes once nothing will send it. A
+            # dead letter keeps it for an operator's requeue unless it holds secrets.
+            keep = updated.status is Status.DEAD_LETTERED and not updated.holds_secrets
+            updated = replace(
+                updated,
+                delivery=updated.delivery if keep else Delivery(),
+                next_attempt_time=None,
+            )
         return updated
+
+    def requeue_refusal(self) -> RequeueRefusal | None:
+        if self.status is not Status.DEAD_LETTERED:
+            return RequeueRefusal.NOT_DEAD_LETTERED
+        if self.delivery == Delivery():
+            return RequeueRefusal.CONTENT_ERASED
+        return None
+
+    def requeue(self, now: datetime) -> Notification:
+        """DEAD_LETTERED -> QUEUED, due now: the attempts stay in its history and the retry
+        policy counts afresh from here."""
+        refusal = self.requeue_refusal()
+        if refusal is not None:
+            raise ValueError(f"{self.name} cannot be requeued: {refusal.value}")
+        return self._changed(
+            now,
+            status=Status.QUEUED,
+            hold_reason=None,
+            next_attempt_time=now,
+            failure_code="",
+            failure_message="",
+            attempt_base=len(self.attempts),
+        )
 
     def hold(self, reason: HoldReason, until: datetime, now: datetime) -> Notification:
         return self._changed(
@@ -285,15 +333,14 @@ class Notification:
                 failure_message=attempt.error_message,
                 hold_reason=None,
             )
-        if len(attempts) >= policy.max_attempts:
+        made = len(attempts) - self.attempt_base
+        if made >= policy.max_attempts:
             return self._changed(
                 now,
                 attempts=attempts,
                 status=Status.DEAD_LETTERED,
                 failure_code=attempt.error_code,
-                failure_message=(
-                    f"{attempt.error_message} (gave up after {len(attempts)} attempts)"
-                ),
+                failure_message=f"{attempt.error_message} (gave up after {made} attempts)",
                 hold_reason=None,
             )
         return self._changed(
@@ -301,7 +348,7 @@ class Notification:
             attempts=attempts,
             status=Status.SCHEDULED,
             hold_reason=HoldReason.RETRY_BACKOFF,
-            next_attempt_time=now + policy.backoff(len(attempts), rng),
+            next_attempt_time=now + policy.backoff(made, rng),
         )
 
 

@@ -186,8 +186,47 @@ class ReplyStore(Protocol):
     async def delete(self, scope: str, request_id: str) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A notification as it was when its retries ran out."""
+
+    notification: Notification
+    dead_time: datetime
+
+
 class DeadLetterRepository(Protocol):
-    async def add(self, notification: Notification, now: datetime) -> None: ...
+    async def add(self, notification: Notification, now: datetime) -> None:
+        """Record it (replacing an earlier dead letter of the same notification)."""
+        ...
+
+    async def remove(self, notification_id: str) -> None: ...
+
+    async def page(self, after: tuple[datetime, str] | None, limit: int) -> list[DeadLetter]:
+        """Oldest first, after the (dead_time, notification_id) given."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SweepCounts:
+    notifications: int = 0
+    changes: int = 0
+    dead_letters: int = 0
+
+
+class RetentionStore(Protocol):
+    async def sweep_finished(self, before: datetime, limit: int) -> SweepCounts:
+        """Delete up to `limit` final notifications last changed before `before`, with their
+        change log and dead letters. Idempotent and safe against a concurrent sweep or
+        requeue: rows that no longer qualify are left alone."""
+        ...
+
+    async def sweep_rate_windows(self, before: datetime, limit: int) -> int:
+        """Delete up to `limit` rate-limit windows that opened before `before`."""
+        ...
+
+    async def sweep_replies(self, now: datetime, limit: int) -> int:
+        """Delete up to `limit` stored idempotent replies that expired by `now`."""
+        ...
 
 
 class NotificationsUnitOfWork(UnitOfWork, Protocol):
@@ -198,6 +237,7 @@ class NotificationsUnitOfWork(UnitOfWork, Protocol):
     rate_limits: RateLimitRepository
     replies: ReplyStore
     dead_letters: DeadLetterRepository
+    retention: RetentionStore
     outbox: Outbox
 
 
