@@ -186,7 +186,7 @@ def base_environment(
         "GATEHOUSE_REDIS_URL": redis_url,
         "GATEHOUSE_KEY_PREFIX": key_prefix,
         "GATEHOUSE_METRICS_PORT": "0",
-        "GATEHOUSE_SHUTDOWN_GRACE_SECONDS": "3",
+        "GATEHOUSE_SHUTDOWN_GRACE_SECONDS": "10",
         # Every replica of a service shares its keys (a platform Secret in production).
         "GATEHOUSE_AUTH_KEY_ENCRYPTION_KEY": new_secret_key_text(),
         "GATEHOUSE_MONITORING_SECRET_KEY": new_secret_key_text(),
