@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gatehouse.edge.contracts import service_descriptor
 from gatehouse.runtime import telemetry
-from gatehouse.runtime.backbone_metrics import ConsumerMetrics, OutboxMetrics, observe_pool
+from gatehouse.runtime.backbone_metrics import ConsumerMetrics, OutboxMetrics, RuntimeGauges
 from gatehouse.runtime.config import SERVICE_NAMES
 from gatehouse.runtime.metrics import MetricsEndpoint
 from scripts import render_manifests
@@ -63,13 +63,14 @@ def runtime_metrics() -> set[str]:
         endpoint.rpc.requests.add(1, attributes)
         endpoint.rpc.duration.record(1.0, attributes)
         endpoint.rpc.active_streams.add(1, {"rpc.service": "gatehouse.auth.v1.AuthService"})
-        outbox = OutboxMetrics("payments", endpoint.meter_provider)
+        gauges = RuntimeGauges(endpoint.meter_provider)
+        outbox = OutboxMetrics("payments", endpoint.meter_provider, gauges=gauges)
         outbox.backlog.measured = True
         outbox.published(1)
         consumer = ConsumerMetrics("receipts", endpoint.meter_provider)
         consumer.finished("events.payment", "handled", 0.1)
         consumer.dead_lettered("events.payment", "handler_failed")
-        observe_pool("payments", lambda: 1, endpoint.meter_provider)
+        gauges.pool("payments", lambda: 1)
         text = prometheus_client.generate_latest(endpoint.registry).decode()
     finally:
         endpoint.stop()

@@ -12,6 +12,7 @@ from opentelemetry import trace
 
 from gatehouse.mesh.catalog import certificate_identities, composition_root
 from gatehouse.runtime.authorization import BusDenialAudit
+from gatehouse.runtime.backbone_metrics import RuntimeGauges
 from gatehouse.runtime.config import ServiceName, Settings
 from gatehouse.runtime.identity import (
     JwksTokenVerifier,
@@ -79,6 +80,7 @@ class Mesh:
             revocations=KeyValueRevocationList(self.infrastructure.kv),
         )
         ports = ports or {}
+        gauges = RuntimeGauges(self.metrics.meter_provider if self.metrics else None)
         self.servers: dict[ServiceName, ServiceServer] = {}
         for name in services:
             context = ServiceContext(
@@ -90,6 +92,7 @@ class Mesh:
                 live=self.infrastructure.live,
                 tracer_provider=tracer_provider,
                 meter_provider=self.metrics.meter_provider if self.metrics else None,
+                gauges=gauges,
             )
             definition = composition_root(name)(context)
             self.servers[name] = ServiceServer(

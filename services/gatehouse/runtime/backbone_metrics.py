@@ -32,41 +32,78 @@ class OutboxBacklog:
     measured: bool = False
 
 
-class OutboxMetrics:
-    def __init__(self, database: str, provider: metrics.MeterProvider | None = None) -> None:
-        meter = _meter(provider, "gatehouse.outbox")
-        self._attributes = {"gatehouse.database": database}
-        self.backlog = OutboxBacklog()
-        self._published = meter.create_counter(
-            "gatehouse.outbox.published",
-            unit="{event}",
-            description="Outbox rows published to the bus",
-        )
+class RuntimeGauges:
+    """The runtime's observable gauges, created once per process and fed by every database in
+    it: a second instrument of the same name would be ignored by the SDK (only the first
+    callback reports), so `gatehouse up`, with five databases, shares one of these."""
+
+    def __init__(self, provider: metrics.MeterProvider | None = None) -> None:
+        meter = _meter(provider, "gatehouse.runtime")
+        self._backlogs: dict[str, OutboxBacklog] = {}
+        self._pools: dict[str, Callable[[], int]] = {}
         meter.create_observable_gauge(
             "gatehouse.outbox.pending",
-            callbacks=[self._observe(lambda backlog: backlog.pending)],
+            callbacks=[self._backlog_gauge(lambda backlog: backlog.pending)],
             unit="{event}",
             description="Committed events not yet published (measured by the relay leader)",
         )
         meter.create_observable_gauge(
             "gatehouse.outbox.oldest_pending_age",
-            callbacks=[self._observe(lambda backlog: backlog.oldest_age_seconds)],
+            callbacks=[self._backlog_gauge(lambda backlog: backlog.oldest_age_seconds)],
             unit="s",
             description="Age of the oldest unpublished event: how far the bus is behind",
+        )
+        meter.create_observable_gauge(
+            "gatehouse.db.pool.checked_out",
+            callbacks=[self._observe_pools],
+            unit="{connection}",
+            description="Database connections in use",
+        )
+
+    def backlog(self, database: str) -> OutboxBacklog:
+        """Where `database`'s relay records its measurements."""
+        return self._backlogs.setdefault(database, OutboxBacklog())
+
+    def pool(self, database: str, checked_out: Callable[[], int]) -> None:
+        """Report a pool's connections in use (a pool at its limit queues requests)."""
+        self._pools[database] = checked_out
+
+    def _backlog_gauge(
+        self, value: Callable[[OutboxBacklog], float]
+    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(options: CallbackOptions) -> Iterable[Observation]:
+            for database, backlog in list(self._backlogs.items()):
+                # Only the leader measures; the other replicas' relays would report stale zeros.
+                if backlog.measured:
+                    yield Observation(value(backlog), {"gatehouse.database": database})
+
+        return observe
+
+    def _observe_pools(self, options: CallbackOptions) -> Iterable[Observation]:
+        for database, checked_out in list(self._pools.items()):
+            yield Observation(checked_out(), {"gatehouse.database": database})
+
+
+class OutboxMetrics:
+    def __init__(
+        self,
+        database: str,
+        provider: metrics.MeterProvider | None = None,
+        *,
+        gauges: RuntimeGauges | None = None,
+    ) -> None:
+        """`gauges`: the process's (one per process); a private one when None (tests)."""
+        meter = _meter(provider, "gatehouse.outbox")
+        self._attributes = {"gatehouse.database": database}
+        self.backlog = (gauges or RuntimeGauges(provider)).backlog(database)
+        self._published = meter.create_counter(
+            "gatehouse.outbox.published",
+            unit="{event}",
+            description="Outbox rows published to the bus",
         )
 
     def published(self, count: int) -> None:
         self._published.add(count, self._attributes)
-
-    def _observe(
-        self, value: Callable[[OutboxBacklog], float]
-    ) -> Callable[[CallbackOptions], Iterable[Observation]]:
-        def observe(options: CallbackOptions) -> Iterable[Observation]:
-            # Only the leader measures; the other replicas' relays would report stale zeros.
-            if self.backlog.measured:
-                yield Observation(value(self.backlog), self._attributes)
-
-        return observe
 
 
 class ConsumerMetrics:
@@ -106,20 +143,3 @@ class ConsumerMetrics:
                 "gatehouse.reason": reason,
             },
         )
-
-
-def observe_pool(
-    database: str, checked_out: Callable[[], int], provider: metrics.MeterProvider | None = None
-) -> None:
-    """Report a connection pool's connections in use (a pool at its limit queues requests)."""
-    attributes = {"gatehouse.database": database}
-
-    def observe(options: CallbackOptions) -> Iterable[Observation]:
-        yield Observation(checked_out(), attributes)
-
-    _meter(provider, "gatehouse.db").create_observable_gauge(
-        "gatehouse.db.pool.checked_out",
-        callbacks=[observe],
-        unit="{connection}",
-        description="Database connections in use",
-    )

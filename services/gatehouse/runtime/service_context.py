@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from opentelemetry import metrics, trace
 
-from gatehouse.runtime.backbone_metrics import ConsumerMetrics, OutboxMetrics, observe_pool
+from gatehouse.runtime.backbone_metrics import ConsumerMetrics, OutboxMetrics, RuntimeGauges
 from gatehouse.runtime.bus import EventBus, GroupEventBus
 from gatehouse.runtime.config import ServiceName, Settings
 from gatehouse.runtime.consumers import Consumer, ConsumerRunner, RunnerOptions
@@ -42,8 +42,11 @@ class ServiceDatabase:
         bus: EventBus | None = None,
         relay_options: RelayOptions | None = None,
         name: str = "",
+        gauges: RuntimeGauges | None = None,
     ) -> None:
-        """`name` labels the database's metrics (the service's name)."""
+        """`name` labels the database's metrics (the service's name); `gauges` are the
+        process's (a private set when None)."""
+        gauges = gauges or RuntimeGauges()
         self.database = Database(url)
         self._url = url
         self._migrations = tuple(migrations)
@@ -51,12 +54,14 @@ class ServiceDatabase:
         self.relay: OutboxRelay | None = (
             None
             if bus is None
-            else OutboxRelay(self.database, bus, relay_options, metrics=OutboxMetrics(name))
+            else OutboxRelay(
+                self.database, bus, relay_options, metrics=OutboxMetrics(name, gauges=gauges)
+            )
         )
         pool = self.database.engine.sync_engine.pool
         checked_out = getattr(pool, "checkedout", None)
         if callable(checked_out):  # SQLite's single-connection pools have no count
-            observe_pool(name, checked_out)
+            gauges.pool(name, checked_out)
 
     async def start(self) -> None:
         if self._migrate_on_start:
@@ -88,6 +93,8 @@ class ServiceContext:
     # The process's OpenTelemetry providers (the mesh's); None: the global ones.
     tracer_provider: trace.TracerProvider | None = None
     meter_provider: metrics.MeterProvider | None = None
+    # The process's runtime gauges (one set for all its databases); None: a private set.
+    gauges: RuntimeGauges | None = None
 
     def consumer_runner(
         self, consumer: Consumer[U], *, options: RunnerOptions | None = None
@@ -118,4 +125,5 @@ class ServiceContext:
             migrate_on_start=self.settings.migrate_on_start,
             bus=self.bus if outbox_relay else None,
             name=self.name,
+            gauges=self.gauges,
         )
