@@ -54,6 +54,7 @@ from bench.common import (
     make_keys,
     measure,
     postgres_database,
+    result_row,
     serve_echo,
     start_child,
     status_of,
@@ -339,13 +340,7 @@ def report(results: list[Result], concurrency: int, buildings: int) -> str:
         else f"{concurrency} in flight over {buildings} building(s); one CPU shared",
         f"{'what':<24} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'/ echo':>7}  outcomes",
     ]
-    for result in results:
-        ratio = result.rate / echo.rate if echo.rate else float("nan")
-        outcomes = ", ".join(f"{k} {v}" for k, v in result.outcomes.most_common())
-        lines.append(
-            f"{result.label:<24} {result.rate:>8.0f} {result.percentile(0.5):>8.2f}"
-            f" {result.percentile(0.99):>8.2f} {ratio:>7.3f}  {outcomes}"
-        )
+    lines += [result_row(result, echo.rate, 24) for result in results]
     return "\n".join(lines)
 
 

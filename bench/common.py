@@ -99,6 +99,17 @@ async def measure_into(result_: R, call: Call, concurrency: int, duration: float
     return result_
 
 
+def result_row(result: Result, baseline_rate: float, width: int) -> str:
+    """One report line: label, req/s, p50/p99 ms, the rate as a ratio to the baseline's, and
+    how the calls ended."""
+    ratio = result.rate / baseline_rate if baseline_rate else float("nan")
+    outcomes = ", ".join(f"{k} {v}" for k, v in result.outcomes.most_common())
+    return (
+        f"{result.label:<{width}} {result.rate:>8.0f} {result.percentile(0.5):>8.2f}"
+        f" {result.percentile(0.99):>8.2f} {ratio:>7.3f}  {outcomes}"
+    )
+
+
 def status_of(error: grpc.aio.AioRpcError) -> str:
     return error.code().name
 

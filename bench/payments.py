@@ -50,6 +50,7 @@ from bench.common import (
     make_keys,
     measure,
     postgres_database,
+    result_row,
     serve_echo,
     start_child,
     status_of,
@@ -273,14 +274,7 @@ def report(results: list[Result], concurrency: int) -> str:
         else f"{concurrency} in flight; one CPU shared by servers and load generator",
         f"{'what':<28} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'/ echo':>7}  outcomes",
     ]
-    for result in results:
-        rpc = result.label.split()[1]
-        ratio = result.rate / echo[rpc].rate if echo[rpc].rate else float("nan")
-        outcomes = ", ".join(f"{k} {v}" for k, v in result.outcomes.most_common())
-        lines.append(
-            f"{result.label:<28} {result.rate:>8.0f} {result.percentile(0.5):>8.2f}"
-            f" {result.percentile(0.99):>8.2f} {ratio:>7.3f}  {outcomes}"
-        )
+    lines += [result_row(r, echo[r.label.split()[1]].rate, 28) for r in results]
     return "\n".join(lines)
 
 
